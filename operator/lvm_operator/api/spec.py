@@ -1,0 +1,527 @@
+"""The desired state of an LVMRollout: what to roll out, how fast, and what counts as healthy.
+
+Every constraint here is enforced twice from one declaration: pydantic validates it in Python and
+:mod:`lvm_operator.api.crd` turns the same field constraints and :class:`~.base.Rule` objects into
+the CRD's OpenAPI schema and CEL rules. Defaults live only here too; the CRD carries them as
+structural-schema ``default`` values, so the apiserver fills them in and ``kubectl get -o yaml``
+shows them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from itertools import pairwise
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from .base import ApiModel, Bool, Float, Int, Rule
+from .durations import (
+    DURATION_MAX_LENGTH,
+    DURATION_PATTERN,
+    duration_seconds,
+    is_positive_duration,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Scalar types
+# ---------------------------------------------------------------------------------------------
+
+#: A DNS-1123 label: lower-case alphanumerics and '-', at most 63 characters.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: file:///abs/path, s3://bucket/key, or an absolute path on a mounted volume.
+URI_PATTERN = r"^(file:///|s3://[a-z0-9][-a-z0-9.]*[a-z0-9]/|/)[^\s]+$"
+HTTP_URL_PATTERN = r"^https?://[^\s/]+(/[^\s]*)?$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+#: A Kubernetes label value / Ray resource name that is safe everywhere we use it.
+NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+#: A request field name, e.g. user_id.
+KEY_PATTERN = r"^[A-Za-z_][-A-Za-z0-9_.]*$"
+
+MAX_STEPS = 20
+
+VersionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
+]
+Uri = Annotated[str, StringConstraints(min_length=2, max_length=1024, pattern=URI_PATTERN)]
+HttpUrl = Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=HTTP_URL_PATTERN)]
+Sha256 = Annotated[str, StringConstraints(min_length=64, max_length=64, pattern=SHA256_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+#: A Go-style duration, zero allowed.
+Duration = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=DURATION_MAX_LENGTH, pattern=DURATION_PATTERN),
+]
+#: A Go-style duration above zero (intervals, windows, deadlines).
+PositiveDuration = Annotated[
+    Duration,
+    Rule(
+        cel="self.matches('[1-9]')",
+        message="must be a positive duration such as 30s, 5m or 1h30m, not zero",
+        check=is_positive_duration,
+    ),
+]
+Fraction = Annotated[Float, Field(ge=0, le=1, allow_inf_nan=False)]
+Milliseconds = Annotated[Float, Field(gt=0, le=3_600_000, allow_inf_nan=False)]
+
+_DURATION_HELP = (
+    "A Go-style duration: numbers with units ns, us, ms, s, m, h, e.g. 30s, 168h, 1h30m."
+)
+
+
+def _nested(model: type[ApiModel], description: str) -> Any:
+    """A nested object that defaults to its own defaults, in pydantic and in the CRD.
+
+    The CRD's default is the whole defaulted object rather than ``{}``: the apiserver checks a
+    default against the CEL rules as written, without applying the nested defaults first.
+    Explicitly given parts of the object still get their own fields' defaults.
+    """
+    default = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    return Field(
+        default_factory=model, description=description, json_schema_extra={"default": default}
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model versions
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelFamily(StrEnum):
+    """The LVM architectures the serving side can load (see the seed plan)."""
+
+    MEMORY_GRU = "memory_gru"
+    HIERARCHICAL_GRU = "hierarchical_gru"
+    TMD_MOE = "tmd_moe"
+
+
+class ReplicaBounds(ApiModel):
+    """Replica bounds of one model version's Serve deployment; replicas follow its traffic share."""
+
+    min: Int = Field(
+        1, ge=0, le=1000, description="Fewest replicas (0 lets an idle version scale to zero)."
+    )
+    max: Int = Field(4, ge=1, le=1000, description="Most replicas.")
+
+    cel_rules = (
+        Rule(
+            cel="self.min <= self.max",
+            message="replicas.min must be <= replicas.max",
+            check=lambda r: r.min <= r.max,
+            field_path=".min",
+        ),
+    )
+
+
+class ModelVersion(ApiModel):
+    """One model version: a checkpoint and how to serve it. Becomes one Ray Serve deployment."""
+
+    version: VersionName = Field(
+        description=(
+            "Version name, a DNS-1123 label (lower-case letters, digits, '-'; at most 63). "
+            "It names the Ray Serve deployment and the `version` label on every metric."
+        )
+    )
+    checkpoint: Uri = Field(
+        description=(
+            "Where the weights are: file:///path, s3://bucket/key, or an absolute path on a "
+            "volume mounted on the serving nodes."
+        )
+    )
+    sha256: Sha256 = Field(
+        description="SHA-256 of the checkpoint file (64 lower-case hex digits); verified on load."
+    )
+    family: ModelFamily = Field(
+        description="Model architecture: memory_gru, hierarchical_gru or tmd_moe."
+    )
+    context_length: Int = Field(
+        ge=1,
+        le=100_000,
+        description="Number of context vectors the model reads per request (100, 500, 1000, ...).",
+    )
+    node_pool: Name | None = Field(
+        None,
+        description=(
+            "Node pool (GPU class) to place the deployment on, e.g. a10 or a100: a Ray custom "
+            "resource / node label. Unset: anywhere."
+        ),
+    )
+    replicas: ReplicaBounds = _nested(ReplicaBounds, "Replica bounds {min, max}.")
+
+
+class ConceptBank(ApiModel):
+    """The concept vectors (ids, lanes) retrieval searches; shared by both versions."""
+
+    uri: Uri = Field(
+        description=(
+            "Location of the concept bank: file:///path, s3://bucket/key or an absolute path."
+        )
+    )
+    sha256: Sha256 | None = Field(None, description="Optional SHA-256 of the concept bank file.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing and steps
+# ---------------------------------------------------------------------------------------------
+
+
+class RoutingMode(StrEnum):
+    """How the router picks a version per request."""
+
+    WEIGHTED = "weighted"
+    USER_HASH = "userHash"
+    CONTEXT_LENGTH = "contextLength"
+
+
+class Routing(ApiModel):
+    """How requests are split between champion and candidate."""
+
+    mode: RoutingMode = Field(
+        RoutingMode.WEIGHTED,
+        description=(
+            "weighted: each request goes to the candidate with probability weight/100. "
+            "userHash: sticky per user; a hash of the request's userKey field puts a stable "
+            "weight% of users on the candidate, and users stay there as the weight grows. "
+            "contextLength: by context size, see contextThreshold."
+        ),
+    )
+    user_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=KEY_PATTERN)] | None
+    ) = Field(
+        None,
+        description="Request field that identifies the user (e.g. user_id). Required for userHash.",
+    )
+    context_threshold: Int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Required for contextLength. Measured in context vectors, not tokens (the seed's "
+            "2000 effective tokens are 100 vectors at about 20 tokens each): requests with at "
+            "most this many context vectors stay on the champion; longer ones are eligible for "
+            "the candidate, which receives the step's weight% of them."
+        ),
+    )
+
+    cel_rules = (
+        Rule(
+            cel="self.mode != 'userHash' || has(self.userKey)",
+            message="routing.userKey is required when routing.mode is userHash",
+            check=lambda r: r.mode != RoutingMode.USER_HASH or r.user_key is not None,
+            field_path=".userKey",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.mode != 'contextLength' || has(self.contextThreshold)",
+            message="routing.contextThreshold is required when routing.mode is contextLength",
+            check=lambda r: r.mode != RoutingMode.CONTEXT_LENGTH or r.context_threshold is not None,
+            field_path=".contextThreshold",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Step(ApiModel):
+    """One step of the rollout: a candidate weight held for a dwell time."""
+
+    weight: Int = Field(
+        gt=0,
+        le=100,
+        description="Percent of traffic for the candidate during this step, in (0, 100].",
+    )
+    duration: Duration = Field(
+        description=(
+            "Dwell time before the next step (or promotion after the last), independent of how "
+            "often analysis runs. " + _DURATION_HELP
+        )
+    )
+    shadow: Bool = Field(
+        False,
+        description=(
+            "Shadow traffic: the candidate also answers the champion's requests; clients get "
+            "the champion's answer and both are measured."
+        ),
+    )
+
+    @property
+    def duration_seconds(self) -> float:
+        return duration_seconds(self.duration)
+
+
+def _strictly_increasing(steps: list[Step]) -> bool:
+    return all(a.weight < b.weight for a, b in pairwise(steps))
+
+
+Steps = Annotated[
+    list[Step],
+    Field(min_length=1, max_length=MAX_STEPS),
+    Rule(
+        cel=(
+            "!self.all(s, has(s.weight)) || (self.map(s, s.weight).isSorted() && "
+            "self.all(s, self.exists_one(t, t.weight == s.weight)))"
+        ),
+        message="steps[].weight must be strictly increasing from one step to the next",
+        check=_strictly_increasing,
+    ),
+    Rule(
+        cel=(
+            "self.size() == 0 || !has(self[self.size() - 1].weight) || "
+            "self[self.size() - 1].weight == 100"
+        ),
+        message="the last step's weight must be 100 (the candidate ends with all the traffic)",
+        check=lambda steps: not steps or steps[-1].weight == 100,
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+# ---------------------------------------------------------------------------------------------
+
+
+class Guardrails(ApiModel):
+    """Fast checks (error rate incl. NaN/Inf, P95 latency, empty hits): the circuit breaker."""
+
+    interval: PositiveDuration = Field("30s", description="How often to check. " + _DURATION_HELP)
+    consecutive_breaches: Int = Field(
+        2, ge=1, le=100, description="Rollback after this many breaching checks in a row."
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+
+class Quality(ApiModel):
+    """Slow checks on accumulated evidence: Hit@5 proxy and per-lane deltas vs the champion."""
+
+    interval: PositiveDuration = Field("5m", description="How often to judge. " + _DURATION_HELP)
+    window: PositiveDuration = Field(
+        "1h", description="How far back each judgement looks. " + _DURATION_HELP
+    )
+    min_requests: Int = Field(
+        1000,
+        ge=0,
+        le=1_000_000_000,
+        description="Fewest requests per version in the window before a verdict; fewer is noData.",
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+    @property
+    def window_seconds(self) -> float:
+        return duration_seconds(self.window)
+
+
+class SuccessCriteria(ApiModel):
+    """What the candidate must meet to advance a step and to be promoted (the seed's values)."""
+
+    hit5_proxy_min: Fraction = Field(0.60, description="Lowest acceptable Hit@5 proxy (0..1).")
+    p95_latency_ms: Milliseconds = Field(5, description="P95 latency must stay below this, in ms.")
+    empty_hit_rate_max: Fraction = Field(
+        0.10, description="Highest acceptable share of requests whose best similarity is < 0.4."
+    )
+    error_rate_max: Fraction = Field(
+        0.001, description="Highest acceptable error share (exceptions, NaN/Inf outputs)."
+    )
+    lane_degradation_max: Fraction = Field(
+        0.20,
+        description=(
+            "Largest relative drop of any lane's Hit@5 proxy versus the champion's same lane "
+            "(0.20 = 20% worse)."
+        ),
+    )
+
+
+class RollbackTriggers(ApiModel):
+    """Any of these rolls the candidate back at once (the seed's values)."""
+
+    hit5_proxy_min: Fraction = Field(0.55, description="Roll back below this Hit@5 proxy (0..1).")
+    p95_latency_ms: Milliseconds = Field(10, description="Roll back above this P95 latency, in ms.")
+    empty_hit_rate_max: Fraction = Field(0.20, description="Roll back above this empty-hit rate.")
+    error_rate_max: Fraction = Field(0.01, description="Roll back above this error rate.")
+    lane_failure: Bool = Field(
+        True, description="Roll back when any lane fails completely (no hits, or only errors)."
+    )
+
+
+class NoDataAction(StrEnum):
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+
+
+class OnNoData(ApiModel):
+    """What to do while analysis has no data or errors (never counted as a pass)."""
+
+    action: NoDataAction = Field(
+        NoDataAction.HOLD,
+        description=(
+            "hold: stay on the current step. rollback: like hold, but roll back once maxHold "
+            "has passed."
+        ),
+    )
+    max_hold: PositiveDuration = Field(
+        "1h",
+        description=(
+            "Deadline: after this long without data a condition and an Event are raised (and, "
+            "with action rollback, the candidate is rolled back). " + _DURATION_HELP
+        ),
+    )
+
+    @property
+    def max_hold_seconds(self) -> float:
+        return duration_seconds(self.max_hold)
+
+
+_NOT_STRICTER = "rollback thresholds must not be stricter than success thresholds"
+
+
+class Analysis(ApiModel):
+    """How the candidate is judged: two clocks, success criteria and rollback triggers."""
+
+    guardrails: Guardrails = _nested(Guardrails, "Fast checks: the circuit breaker.")
+    quality: Quality = _nested(Quality, "Slow checks on accumulated evidence.")
+    success: SuccessCriteria = _nested(SuccessCriteria, "Criteria to advance and promote.")
+    rollback: RollbackTriggers = _nested(RollbackTriggers, "Triggers that roll back at once.")
+    on_no_data: OnNoData = _nested(OnNoData, "Behaviour without data.")
+
+    cel_rules = (
+        Rule(
+            cel="self.rollback.hit5ProxyMin <= self.success.hit5ProxyMin",
+            message=f"rollback.hit5ProxyMin must be <= success.hit5ProxyMin: {_NOT_STRICTER}",
+            check=lambda a: a.rollback.hit5_proxy_min <= a.success.hit5_proxy_min,
+            field_path=".rollback.hit5ProxyMin",
+        ),
+        Rule(
+            cel="self.rollback.p95LatencyMs >= self.success.p95LatencyMs",
+            message=f"rollback.p95LatencyMs must be >= success.p95LatencyMs: {_NOT_STRICTER}",
+            check=lambda a: a.rollback.p95_latency_ms >= a.success.p95_latency_ms,
+            field_path=".rollback.p95LatencyMs",
+        ),
+        Rule(
+            cel="self.rollback.emptyHitRateMax >= self.success.emptyHitRateMax",
+            message=f"rollback.emptyHitRateMax must be >= success.emptyHitRateMax: {_NOT_STRICTER}",
+            check=lambda a: a.rollback.empty_hit_rate_max >= a.success.empty_hit_rate_max,
+            field_path=".rollback.emptyHitRateMax",
+        ),
+        Rule(
+            cel="self.rollback.errorRateMax >= self.success.errorRateMax",
+            message=f"rollback.errorRateMax must be >= success.errorRateMax: {_NOT_STRICTER}",
+            check=lambda a: a.rollback.error_rate_max >= a.success.error_rate_max,
+            field_path=".rollback.errorRateMax",
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things run
+# ---------------------------------------------------------------------------------------------
+
+
+class Prometheus(ApiModel):
+    """The Prometheus that scrapes the Serve metrics."""
+
+    url: HttpUrl = Field(description="Base URL, e.g. http://prometheus.monitoring:9090.")
+
+
+class ServeBackend(StrEnum):
+    RAY_SERVICE = "rayService"
+    RAY_DASHBOARD = "rayDashboard"
+
+
+class Serve(ApiModel):
+    """Where the Serve application is applied."""
+
+    backend: ServeBackend = Field(
+        description=(
+            "rayService: patch a KubeRay RayService's serveConfigV2 (in a cluster). "
+            "rayDashboard: PUT the Serve config to the Ray dashboard REST API (local, VMs)."
+        )
+    )
+    ray_service: VersionName | None = Field(
+        None,
+        description=(
+            "Name of the KubeRay RayService in the rollout's namespace. Required for rayService."
+        ),
+    )
+    url: HttpUrl | None = Field(
+        None,
+        description="Ray dashboard URL, e.g. http://127.0.0.1:8265. Required for rayDashboard.",
+    )
+    application: Name = Field("lvm", description="Ray Serve application name.")
+
+    cel_rules = (
+        Rule(
+            cel="!has(self.backend) || self.backend != 'rayService' || has(self.rayService)",
+            message="serve.rayService is required when serve.backend is rayService",
+            check=lambda s: s.backend != ServeBackend.RAY_SERVICE or s.ray_service is not None,
+            field_path=".rayService",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.backend) || self.backend != 'rayDashboard' || has(self.url)",
+            message="serve.url is required when serve.backend is rayDashboard",
+            check=lambda s: s.backend != ServeBackend.RAY_DASHBOARD or s.url is not None,
+            field_path=".url",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Promotion(ApiModel):
+    """What happens at promotion."""
+
+    keep_champion_warm_for: Duration = Field(
+        "1h",
+        description=(
+            "Keep the old champion deployed (with no traffic) this long after promotion, for a "
+            "fast rollback; 0s removes it at once. " + _DURATION_HELP
+        ),
+    )
+
+    @property
+    def keep_champion_warm_for_seconds(self) -> float:
+        return duration_seconds(self.keep_champion_warm_for)
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+# ---------------------------------------------------------------------------------------------
+
+
+class LVMRolloutSpec(ApiModel):
+    """Roll a candidate model version out against the champion, step by step, judged by metrics."""
+
+    champion: ModelVersion = Field(description="The version serving today.")
+    candidate: ModelVersion = Field(description="The version being rolled out.")
+    concept_bank: ConceptBank = Field(description="The concept bank retrieval searches.")
+    routing: Routing = _nested(Routing, "How requests are split between the versions.")
+    steps: Steps = Field(
+        description=(
+            f"The plan: 1 to {MAX_STEPS} steps with strictly increasing weights, the last at 100. "
+            "After the last step's duration, with all checks passing, the candidate is promoted."
+        )
+    )
+    analysis: Analysis = _nested(Analysis, "How the candidate is judged.")
+    prometheus: Prometheus = Field(description="Where the metrics are.")
+    serve: Serve = Field(description="Where the Serve application is applied.")
+    paused: Bool = Field(
+        False, description="Hold the rollout at its current step until this is false again."
+    )
+    promotion: Promotion = _nested(Promotion, "What happens at promotion.")
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "!has(self.champion) || !has(self.candidate) || !has(self.champion.version) || "
+                "!has(self.candidate.version) || self.champion.version != self.candidate.version"
+            ),
+            message="candidate.version must differ from champion.version",
+            check=lambda s: s.champion.version != s.candidate.version,
+            field_path=".candidate.version",
+            # Not FieldValueDuplicate: the apiserver drops the message for that reason.
+        ),
+    )

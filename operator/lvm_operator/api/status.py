@@ -1,0 +1,195 @@
+"""The observed state of an LVMRollout, written by the operator through the status subresource.
+
+Every field is optional so the operator can patch the parts it changed. The timers that drive the
+rollout (``stepStartedAt``, ``nextStepAt``) and the breach counter live here, not in the
+operator's memory, so a restarted operator resumes exactly where it was.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from lvm_serving.metrics_contract import NUM_LANES
+
+from .base import ApiModel, Float, Int, Rule
+from .spec import MAX_STEPS, ModelFamily, Name, Sha256, Uri, VersionName
+
+#: How many history entries are kept (the oldest are dropped first).
+MAX_HISTORY = 20
+MAX_CONDITIONS = 16
+#: Enough for 2 versions x (all lanes + 1 overall) x a handful of metrics.
+MAX_MEASUREMENTS = 512
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Verdict(StrEnum):
+    """Outcome of one check. ``noData`` and ``error`` hold the rollout; neither is a pass."""
+
+    PASS = "pass"
+    BREACH = "breach"
+    NO_DATA = "noData"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolledBack"
+    ABORTED = "aborted"
+    SUPERSEDED = "superseded"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+Text = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class Measurement(ApiModel):
+    """One metric of one version (and optionally one lane) against its threshold."""
+
+    version: VersionName = Field(description="Model version measured.")
+    lane: Int | None = Field(
+        None, ge=0, le=NUM_LANES - 1, description="TMD lane; unset for all lanes together."
+    )
+    metric: Name = Field(description="Metric name, e.g. hit5Proxy, p95LatencyMs, errorRate.")
+    value: Float | None = Field(
+        None, allow_inf_nan=False, description="Observed value; unset without data."
+    )
+    threshold: Float | None = Field(
+        None, allow_inf_nan=False, description="Threshold it was compared with."
+    )
+    samples: Int | None = Field(None, ge=0, description="Requests behind the value.")
+    verdict: Verdict = Field(description="pass, breach, noData or error.")
+
+
+class LastAnalysis(ApiModel):
+    """The latest analysis: an overall verdict, one reason line and the numbers behind it."""
+
+    time: datetime | None = Field(None, description="When the analysis ran (RFC3339).")
+    check: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        None, description="Which clock produced it: guardrails or quality."
+    )
+    verdict: Verdict | None = Field(
+        None, description="Overall verdict: pass, breach, noData or error."
+    )
+    reason: Text | None = Field(None, description="One human-readable line explaining the verdict.")
+    measurements: list[Measurement] | None = Field(
+        None,
+        max_length=MAX_MEASUREMENTS,
+        description="Per version and per lane: metric, value, threshold, samples, verdict.",
+    )
+
+
+class HistoryEntry(ApiModel):
+    """A version this rollout has finished with, and its checkpoint for later rollbacks."""
+
+    version: VersionName
+    checkpoint: Uri
+    sha256: Sha256
+    family: ModelFamily | None = None
+    context_length: Int | None = Field(None, ge=1, le=100_000)
+    node_pool: Name | None = None
+    outcome: Outcome = Field(description="promoted, rolledBack, aborted or superseded.")
+    time: datetime = Field(description="When the outcome happened (RFC3339).")
+    reason: Text | None = None
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (the shape of metav1.Condition)."""
+
+    type: Annotated[
+        str,
+        StringConstraints(
+            min_length=1,
+            max_length=316,
+            pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+            r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        ),
+    ]
+    status: ConditionStatus
+    reason: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+        ),
+    ]
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: Int | None = Field(None, ge=0)
+
+
+def _unique_types(conditions: list[Condition]) -> bool:
+    types = [c.type for c in conditions]
+    return len(types) == len(set(types))
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=MAX_CONDITIONS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+    # The CRD marks the list x-kubernetes-list-type=map keyed by type, which the apiserver
+    # enforces itself; this rule is the pydantic twin of that and always true there.
+    Rule(
+        cel="self.all(c, self.exists_one(d, d.type == c.type))",
+        message="conditions[].type must be unique",
+        check=_unique_types,
+    ),
+]
+
+
+class LVMRolloutStatus(ApiModel):
+    """Where the rollout is, why, and what it has done."""
+
+    phase: Phase | None = Field(
+        None,
+        description=(
+            "Pending, Progressing, Paused, Promoting, Promoted, RollingBack, RolledBack or Failed."
+        ),
+    )
+    observed_generation: Int | None = Field(
+        None, ge=0, description="The metadata.generation this status was computed for."
+    )
+    current_step: Int | None = Field(
+        None,
+        ge=0,
+        le=MAX_STEPS - 1,
+        description="Index (from 0) of the current step in spec.steps.",
+    )
+    candidate_weight: Int | None = Field(
+        None, ge=0, le=100, description="Percent of traffic the candidate receives now."
+    )
+    step_started_at: datetime | None = Field(
+        None, description="When the current step began (RFC3339)."
+    )
+    next_step_at: datetime | None = Field(
+        None, description="When the current step's dwell time ends (RFC3339)."
+    )
+    last_analysis: LastAnalysis | None = Field(None, description="The latest analysis.")
+    consecutive_breaches: Int | None = Field(
+        None, ge=0, description="Guardrail breaches in a row (resets on a pass)."
+    )
+    history: list[HistoryEntry] | None = Field(
+        None,
+        max_length=MAX_HISTORY,
+        description=f"Versions finished with, newest last; at most {MAX_HISTORY}.",
+    )
+    conditions: Conditions | None = Field(None, description="Kubernetes-style conditions.")

@@ -1,0 +1,305 @@
+"""Assessment: one window of observations -> one verdict per metric and per check.
+
+Argo Rollouts' measure -> assess -> act, with the assess step pure. Each rule here has a table
+test in ``tests/unit/test_decision_assess.py``. The comparisons and the treatment of values
+exactly at a threshold are documented on :class:`~lvm_operator.decision.model.Thresholds`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import fmt
+from .model import (
+    Check,
+    CheckOutcome,
+    LaneMetrics,
+    MetricResult,
+    Plan,
+    Verdict,
+    VersionMetrics,
+    WindowObservation,
+)
+
+# Values this close to a threshold count as exactly at it (PromQL float noise must not flip a
+# verdict: 0.1 / 0.5 * 0.5 is not 0.1 in binary floating point).
+REL_TOL = 1e-9
+ABS_TOL = 1e-12
+
+# Worst first: a breach seen in one metric outweighs another metric's missing data.
+_PRECEDENCE = (Verdict.BREACH, Verdict.ERROR, Verdict.NO_DATA, Verdict.INCONCLUSIVE, Verdict.PASS)
+
+
+def at_threshold(value: float, limit: float) -> bool:
+    return math.isclose(value, limit, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def judge_upper(
+    value: float, success: float | None, rollback: float | None, *, success_inclusive: bool = False
+) -> Verdict:
+    """Judge a lower-is-better value (latency, error rate, empty-hit rate, lane drop).
+
+    Rollback when ``value > rollback`` (not at it). Success when ``value < success`` or, with
+    ``success_inclusive``, ``value <= success``. Anything between is inconclusive.
+    """
+    if rollback is not None and value > rollback and not at_threshold(value, rollback):
+        return Verdict.BREACH
+    if success is None:
+        return Verdict.PASS
+    if at_threshold(value, success):
+        return Verdict.PASS if success_inclusive else Verdict.INCONCLUSIVE
+    return Verdict.PASS if value < success else Verdict.INCONCLUSIVE
+
+
+def judge_lower(value: float, success: float | None, rollback: float | None) -> Verdict:
+    """Judge a higher-is-better value (Hit@5 proxy).
+
+    Pass at ``value >= success`` (at it counts), breach at ``value < rollback`` (not at it).
+    """
+    if rollback is not None and value < rollback and not at_threshold(value, rollback):
+        return Verdict.BREACH
+    if success is None or value >= success or at_threshold(value, success):
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def combine(verdicts: Iterable[Verdict]) -> Verdict:
+    """Worst verdict wins (breach > error > noData > inconclusive > pass); none at all = pass."""
+    seen = set(verdicts)
+    for v in _PRECEDENCE:
+        if v in seen:
+            return v
+    return Verdict.PASS
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    metric: str
+    label: str
+    attr: str
+    unit: Callable[[float], str]
+    higher_is_better: bool
+
+    def limits(self, plan: Plan) -> tuple[float | None, float | None]:
+        return getattr(plan.success, self.attr), getattr(plan.rollback, self.attr)
+
+
+_ERROR_RATE = _Spec("error_rate", "error rate", "error_rate_max", fmt.pct, False)
+_P95 = _Spec("p95_latency_seconds", "P95", "p95_latency_seconds", fmt.ms, False)
+_EMPTY = _Spec("empty_hit_rate", "empty-hit rate", "empty_hit_rate_max", fmt.pct, False)
+_HIT5 = _Spec("hit5_proxy", "Hit@5 proxy", "hit5_proxy_min", fmt.pct, True)
+GUARDRAIL_SPECS = (_ERROR_RATE, _P95, _EMPTY)
+
+
+def _criteria_text(spec: _Spec, success: float | None, rollback: float | None) -> tuple[str, str]:
+    s = "" if success is None else (">= " if spec.higher_is_better else "< ") + spec.unit(success)
+    r = "" if rollback is None else ("< " if spec.higher_is_better else "> ") + spec.unit(rollback)
+    return s, r
+
+
+def _judge_version(
+    check: Check, spec: _Spec, plan: Plan, role: str, version: str, vm: VersionMetrics,
+    samples: float, sample_noun: str, counts: bool,
+) -> MetricResult | None:
+    success, rollback = spec.limits(plan)
+    if success is None and rollback is None:
+        return None
+    s_txt, r_txt = _criteria_text(spec, success, rollback)
+    value = getattr(vm, spec.metric)
+    if _missing(value):
+        return MetricResult(
+            check, spec.metric, version, None, None, samples, Verdict.NO_DATA, s_txt, r_txt,
+            f"{role} {spec.label}: no data ({fmt.count(samples)} {sample_noun})", counts,
+            success, rollback,
+        )
+    judge = judge_lower if spec.higher_is_better else judge_upper
+    verdict = judge(value, success, rollback)
+    shown = f"{role} {spec.label} {spec.unit(value)}"
+    if check is Check.QUALITY:
+        shown += f" over {fmt.count(samples)} {sample_noun}"
+    if verdict is Verdict.BREACH:
+        detail = f"{shown} {r_txt}"
+    elif verdict is Verdict.PASS:
+        detail = f"{shown} {s_txt}" if s_txt else f"{shown} (rollback {r_txt})"
+    else:
+        detail = f"{shown}: not {s_txt}" + (f" (rollback {r_txt})" if r_txt else "")
+    return MetricResult(
+        check, spec.metric, version, None, value, samples, verdict, s_txt, r_txt, detail, counts,
+        success, rollback,
+    )
+
+
+def _outcome(check: Check, results: list[MetricResult], nothing: str) -> CheckOutcome:
+    counted = [r for r in results if r.counts]
+    verdict = combine(r.verdict for r in counted)
+    if not counted:
+        return CheckOutcome(check, Verdict.PASS, nothing, tuple(results))
+    chosen = [r.detail for r in counted if r.verdict is verdict and r.lane is None]
+    lanes = [r for r in counted if r.verdict is verdict and r.lane is not None]
+    if verdict is Verdict.PASS and lanes:
+        # 16 passing lanes would drown the line: one clause with the worst of them.
+        worst = max(lanes, key=lambda r: r.value if r.value is not None else -math.inf)
+        drop = worst.value or 0.0
+        how = f"{fmt.pct(drop)} below" if drop >= 0 else f"{fmt.pct(-drop)} above"
+        chosen.append(
+            f"{len(lanes)} lane{'s' if len(lanes) > 1 else ''} compared ({worst.success}; worst: "
+            f"lane {worst.lane} {how} the champion's)"
+        )
+    else:
+        chosen += [r.detail for r in lanes]
+    # "candidate P95 2 ms < 5 ms, error rate 0% < 0.1%": name the version once.
+    shown = chosen[:1] + [d.removeprefix("candidate ") for d in chosen[1:]]
+    summary = (", " if verdict is Verdict.PASS else "; ").join(shown)
+    return CheckOutcome(check, verdict, summary, tuple(results))
+
+
+def _error_outcome(check: Check, obs: WindowObservation) -> CheckOutcome:
+    return CheckOutcome(check, Verdict.ERROR, f"Prometheus error: {obs.error}")
+
+
+def assess_guardrails(plan: Plan, obs: WindowObservation) -> CheckOutcome:
+    """Error rate (server errors incl. NaN/Inf outputs), P95 latency and empty-hit rate.
+
+    Judged on the candidate; the champion's numbers are reported alongside (``counts=False``).
+    Fewer than ``guardrails.min_requests`` candidate requests in the window is noData.
+    """
+    check = Check.GUARDRAIL
+    if obs.error is not None:
+        return _error_outcome(check, obs)
+    cand = obs.versions.get(plan.candidate)
+    need = plan.guardrails.min_requests
+    window = fmt.duration(obs.window_s)
+    if cand is None or cand.requests < need or cand.requests <= 0:
+        got = 0.0 if cand is None else cand.requests
+        return CheckOutcome(
+            check, Verdict.NO_DATA,
+            f"candidate is not receiving traffic: {fmt.count(got)} requests in the last "
+            f"{window} (need >= {max(need, 1)})",
+        )
+    results: list[MetricResult] = []
+    for role, version, counts in (("candidate", plan.candidate, True),
+                                  ("champion", plan.champion, False)):
+        vm = obs.versions.get(version)
+        if vm is None:
+            continue
+        for spec in GUARDRAIL_SPECS:
+            r = _judge_version(check, spec, plan, role, version, vm, vm.requests, "requests",
+                               counts)
+            if r is not None:
+                results.append(r)
+    return _outcome(check, results, "no guardrail thresholds configured")
+
+
+def _lane_key(lane: str) -> tuple[int, str]:
+    return (int(lane), lane) if lane.isdigit() else (1 << 30, lane)
+
+
+def _judge_lane(
+    plan: Plan, lane: str, cand: LaneMetrics, champ: LaneMetrics | None
+) -> MetricResult | None:
+    check = Check.QUALITY
+    q = plan.quality
+    need = q.lane_min
+    s_max, r_max = plan.success.lane_degradation_max, plan.rollback.lane_degradation_max
+    fail_on = plan.rollback.lane_failure
+    if s_max is None and r_max is None and not fail_on:
+        return None
+    s_txt = "" if s_max is None else f"drop <= {fmt.pct(s_max)}"
+    r_txt = "; ".join(
+        t for t in (
+            "" if r_max is None else f"drop > {fmt.pct(r_max)}",
+            "Hit@5 proxy = 0 or every request failed" if fail_on else "",
+        ) if t
+    )
+
+    def result(metric: str, value: float | None, samples: float, verdict: Verdict, detail: str,
+               counts: bool = True) -> MetricResult:
+        return MetricResult(check, metric, plan.candidate, lane, value, samples, verdict, s_txt,
+                            r_txt, detail, counts, s_max, r_max)
+
+    err = cand.error_rate
+    if fail_on and cand.requests >= need and cand.requests > 0 and not _missing(err):
+        assert err is not None
+        if err >= 1.0 or at_threshold(err, 1.0):
+            return result("lane_failure", err, cand.requests, Verdict.BREACH,
+                          f"candidate lane {lane} fails completely: every one of "
+                          f"{fmt.count(cand.requests)} requests failed")
+    v = cand.hit5_proxy
+    if cand.feedback < need or _missing(v):
+        return result("lane_hit5_drop", None, cand.feedback, Verdict.NO_DATA,
+                      f"candidate lane {lane}: {fmt.count(cand.feedback)} feedback events "
+                      f"(need >= {need})", counts=False)
+    assert v is not None
+    if fail_on and v <= 0.0:
+        return result("lane_failure", v, cand.feedback, Verdict.BREACH,
+                      f"candidate lane {lane} fails completely: Hit@5 proxy {fmt.pct(v)} over "
+                      f"{fmt.count(cand.feedback)} feedback events")
+    if s_max is None and r_max is None:
+        return None
+    if champ is None or champ.feedback < need or _missing(champ.hit5_proxy):
+        got = 0.0 if champ is None else champ.feedback
+        return result("lane_hit5_drop", None, cand.feedback, Verdict.NO_DATA,
+                      f"lane {lane}: champion has {fmt.count(got)} feedback events "
+                      f"(need >= {need}); not compared", counts=False)
+    base = champ.hit5_proxy
+    assert base is not None
+    if base <= 0.0:
+        return result("lane_hit5_drop", None, cand.feedback, Verdict.NO_DATA,
+                      f"lane {lane}: champion Hit@5 proxy is 0%; no relative drop",
+                      counts=False)
+    drop = (base - v) / base
+    verdict = judge_upper(drop, s_max, r_max, success_inclusive=True)
+    how = f"{fmt.pct(drop)} below" if drop >= 0 else f"{fmt.pct(-drop)} above"
+    shown = (f"candidate lane {lane} Hit@5 proxy {fmt.pct(v)} is {how} champion's "
+             f"{fmt.pct(base)}")
+    if verdict is Verdict.BREACH:
+        detail = f"{shown} ({r_txt})"
+    elif verdict is Verdict.PASS:
+        detail = f"{shown}" + (f" ({s_txt})" if s_txt else "")
+    else:
+        detail = f"{shown} (max {fmt.pct(s_max)})" if s_max is not None else shown
+    return result("lane_hit5_drop", drop, cand.feedback, verdict, detail)
+
+
+def assess_quality(plan: Plan, obs: WindowObservation) -> CheckOutcome:
+    """Hit@5 proxy of the candidate, and each lane against the champion's same lane.
+
+    Judged only with at least ``quality.min_requests`` candidate feedback events in the window;
+    otherwise noData. Lanes need ``quality.lane_min`` events on both versions to be compared.
+    A lane regressing fails the check even when the overall proxy passes.
+    """
+    check = Check.QUALITY
+    if obs.error is not None:
+        return _error_outcome(check, obs)
+    cand = obs.versions.get(plan.candidate)
+    need = plan.quality.min_requests
+    got = 0.0 if cand is None else cand.feedback
+    if cand is None or got < need:
+        return CheckOutcome(
+            check, Verdict.NO_DATA,
+            f"not enough evidence: candidate has {fmt.count(got)} feedback events in the last "
+            f"{fmt.duration(obs.window_s)} (need >= {need})",
+        )
+    results: list[MetricResult] = []
+    r = _judge_version(check, _HIT5, plan, "candidate", plan.candidate, cand, cand.feedback,
+                       "feedback events", True)
+    if r is not None:
+        results.append(r)
+    champ = obs.versions.get(plan.champion)
+    if champ is not None:
+        r = _judge_version(check, _HIT5, plan, "champion", plan.champion, champ, champ.feedback,
+                           "feedback events", False)
+        if r is not None:
+            results.append(r)
+    champ_lanes = {} if champ is None else champ.lanes
+    for lane in sorted(cand.lanes, key=_lane_key):
+        lr = _judge_lane(plan, lane, cand.lanes[lane], champ_lanes.get(lane))
+        if lr is not None:
+            results.append(lr)
+    return _outcome(check, results, "no quality thresholds configured")

@@ -1,0 +1,336 @@
+"""The analysis queries against a real Prometheus scraping real exporters.
+
+Two in-process ``prometheus_client`` exporters stand in for two Ray nodes: one exports counters
+with ``_total`` (recent Ray), the other without (older Ray); both use Ray's ``ray_`` prefix and
+the contract's labels. Prometheus (Debian's binary, our own config) scrapes them every second.
+
+Exact arithmetic: every series is scraped at 0 before the known values are set, and queries run
+at the timestamp of a target's last scrape. ``increase()`` then has nothing to extrapolate (a
+counter whose first sample is 0 extrapolates no further back; the window ends on a sample), so
+counts, ratios and the P95 are exactly what the exporter holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from helpers import wait_for_series
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import Metric
+
+from lvm_operator.analysis import (
+    GUARDRAIL_QUERIES,
+    QUALITY_QUERIES,
+    PrometheusUnavailable,
+    QueryFailed,
+    ShadowFilter,
+    UnexpectedResponse,
+)
+from lvm_operator.analysis.prometheus import PrometheusReader, Snapshot
+from lvm_operator.decision import (
+    Action,
+    GuardrailPolicy,
+    Observations,
+    Plan,
+    QualityPolicy,
+    RolloutState,
+    Step,
+    Thresholds,
+    Verdict,
+    assess_guardrails,
+    assess_quality,
+    decide,
+)
+from lvm_operator.devstack.procs import free_port
+from lvm_operator.devstack.prometheus import PrometheusServer
+from lvm_serving import metrics_contract as mc
+
+WINDOW_S = 120.0  # longer than the test: every series' first (zero) sample is inside it
+
+PLAN = dict(
+    champion="v1", candidate="v2", steps=(Step(10, 60.0, shadow=True), Step(100, 60.0)),
+    guardrails=GuardrailPolicy(interval_s=1.0, consecutive_breaches=1, window_s=WINDOW_S,
+                               min_requests=10),
+    quality=QualityPolicy(interval_s=1.0, window_s=WINDOW_S, min_requests=100,
+                          lane_min_requests=50),
+    success=Thresholds(hit5_proxy_min=0.60, p95_latency_seconds=0.005, empty_hit_rate_max=0.10,
+                       error_rate_max=0.001, lane_degradation_max=0.20),
+    rollback=Thresholds(hit5_proxy_min=0.55, p95_latency_seconds=0.010, empty_hit_rate_max=0.20,
+                        error_rate_max=0.01, lane_failure=True),
+    fingerprint="it",
+)
+
+
+def labels(rollout: str, version: str, lane: str, shadow: bool = False) -> dict[str, str]:
+    return {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version, mc.LABEL_LANE: lane,
+            mc.LABEL_SHADOW: "true" if shadow else "false"}
+
+
+class RayWithTotal:
+    """Recent Ray: counters exported as ``ray_<name>_total`` (prometheus_client's own types)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+        def counter(m: mc.MetricDef) -> Counter:
+            return Counter(mc.RAY_PREFIX + m.name, m.description, m.labels, registry=self.registry)
+
+        self.requests, self.errors = counter(mc.REQUESTS), counter(mc.ERRORS)
+        self.empty, self.feedback = counter(mc.EMPTY_HITS), counter(mc.FEEDBACK)
+        self.hits = counter(mc.FEEDBACK_HITS)
+        self.latency = Histogram(mc.RAY_PREFIX + mc.LATENCY.name, mc.LATENCY.description,
+                                 mc.LATENCY.labels, buckets=mc.LATENCY_BUCKETS_SECONDS,
+                                 registry=self.registry)
+
+
+class RawCounters:
+    """Older Ray: counters exported without ``_total`` (``ray_lvm_requests{...} 1000``)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def set(self, metric: mc.MetricDef, value: float, **label_values: str) -> None:
+        self.values[(mc.RAY_PREFIX + metric.name, tuple(sorted(label_values.items())))] = value
+
+    def collect(self):
+        by_name: dict[str, Metric] = {}
+        for (name, lbls), value in sorted(self.values.items()):
+            family = by_name.setdefault(name, Metric(name, "test counter", "unknown"))
+            family.add_sample(name, dict(lbls), value)
+        yield from by_name.values()
+
+
+@dataclass
+class Loaded:
+    prometheus: PrometheusServer
+    reader: PrometheusReader
+    at_total: float  # last scrape of the `_total` exporter
+    at_raw: float  # last scrape of the exporter without `_total`
+
+    def guardrails(self, at: float, **kw) -> Snapshot:
+        return self.reader.observe(WINDOW_S, GUARDRAIL_QUERIES, at=at, **kw)
+
+    def quality(self, at: float, **kw) -> Snapshot:
+        return self.reader.observe(WINDOW_S, QUALITY_QUERIES, at=at, **kw)
+
+
+def _zero_series(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
+    """Create every series at 0, as Ray does on first use, so Prometheus sees them start."""
+    good_v1, good_v2 = labels("ml/good", "v1", "0"), labels("ml/good", "v2", "0")
+    good_v2_shadow = labels("ml/good", "v2", "3", shadow=True)
+    for lbl in (good_v1, good_v2, good_v2_shadow):
+        a.requests.labels(**lbl)
+        a.empty.labels(**lbl)
+        a.feedback.labels(**lbl)
+        a.hits.labels(**lbl, k="5", kind="proxy")
+        a.hits.labels(**lbl, k="5", kind="exact")
+        a.errors.labels(**lbl, reason="bad_input")
+        a.errors.labels(**lbl, reason="exception")
+        a.latency.labels(**lbl)
+    bad_v1, bad_v2 = labels("ml/bad", "v1", "1"), labels("ml/bad", "v2", "1")
+    quiet_v2 = labels("ml/quiet", "v2", "2")
+    for lbl in (bad_v1, bad_v2, quiet_v2):
+        b.set(mc.REQUESTS, 0, **lbl)
+        b.set(mc.EMPTY_HITS, 0, **lbl)
+        b.set(mc.FEEDBACK, 0, **lbl)
+        b_hist.labels(**lbl)
+    b.set(mc.ERRORS, 0, **bad_v2, reason="nan_output")
+    b.set(mc.ERRORS, 0, **bad_v2, reason="bad_input")
+    # ml/bad v2 never records a Hit@5: its hits series does not exist at all.
+
+
+def _known_values(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
+    # ml/good (with _total): the candidate passes everything.
+    v1, v2 = labels("ml/good", "v1", "0"), labels("ml/good", "v2", "0")
+    v2s = labels("ml/good", "v2", "3", shadow=True)  # shadow copies: included in analysis
+    a.requests.labels(**v1).inc(900)
+    a.errors.labels(**v1, reason="bad_input").inc(5)
+    a.empty.labels(**v1).inc(54)  # 6%
+    a.feedback.labels(**v1).inc(300)
+    a.hits.labels(**v1, k="5", kind="proxy").inc(177)  # 59%
+    for _ in range(900):
+        a.latency.labels(**v1).observe(0.0004)
+    a.requests.labels(**v2).inc(600)
+    a.requests.labels(**v2s).inc(400)
+    a.errors.labels(**v2, reason="bad_input").inc(20)  # the client's fault: not counted
+    a.empty.labels(**v2).inc(30)
+    a.empty.labels(**v2s).inc(20)  # 50 / 1000 = 5%
+    a.feedback.labels(**v2).inc(200)
+    a.feedback.labels(**v2s).inc(100)
+    a.hits.labels(**v2, k="5", kind="proxy").inc(150)  # lane 0: 75%
+    a.hits.labels(**v2s, k="5", kind="proxy").inc(60)  # lane 3: 60%; overall 210/300 = 70%
+    a.hits.labels(**v2, k="5", kind="exact").inc(10)  # exact hits are not the proxy
+    for lbl, n in ((v2, 600), (v2s, 400)):
+        for _ in range(n):
+            a.latency.labels(**lbl).observe(0.002)  # all in (1.5 ms, 2 ms]
+    # ml/bad (without _total): the candidate breaches everything.
+    bv1, bv2 = labels("ml/bad", "v1", "1"), labels("ml/bad", "v2", "1")
+    b.set(mc.REQUESTS, 1000, **bv1)
+    for _ in range(1000):
+        b_hist.labels(**bv1).observe(0.0004)
+    b.set(mc.REQUESTS, 1000, **bv2)
+    b.set(mc.ERRORS, 30, **bv2, reason="nan_output")  # 3% NaN/Inf outputs
+    b.set(mc.ERRORS, 100, **bv2, reason="bad_input")
+    b.set(mc.EMPTY_HITS, 250, **bv2)  # 25%
+    b.set(mc.FEEDBACK, 200, **bv2)  # and not one hit
+    for _ in range(900):
+        b_hist.labels(**bv2).observe(0.004)
+    for _ in range(100):
+        b_hist.labels(**bv2).observe(0.011)  # in (10 ms, 12.5 ms]
+    # ml/quiet: 3 requests, fewer than min_requests = 10.
+    b.set(mc.REQUESTS, 3, **labels("ml/quiet", "v2", "2"))
+
+
+def _last_scrape(server: PrometheusServer, selector: str, value: float) -> float:
+    """Wait until the scraped value is ``value``; return the timestamp of the latest scrape."""
+    wait_for_series(server, f"{selector} == {value}", timeout_s=30)
+    (sample,) = server.query(f"timestamp({selector})")
+    return float(sample["value"][1])
+
+
+@pytest.fixture(scope="module")
+def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
+    a, b = RayWithTotal(), RawCounters()
+    reg_b = CollectorRegistry()
+    reg_b.register(b)
+    b_hist = Histogram(mc.RAY_PREFIX + mc.LATENCY.name, mc.LATENCY.description, mc.LATENCY.labels,
+                       buckets=mc.LATENCY_BUCKETS_SECONDS, registry=reg_b)
+    _zero_series(a, b, b_hist)
+    port_a, port_b = free_port(), free_port()
+    servers = [start_http_server(port_a, addr="127.0.0.1", registry=a.registry)[0],
+               start_http_server(port_b, addr="127.0.0.1", registry=reg_b)[0]]
+    prom = PrometheusServer(tools, tmp_path_factory.mktemp("analysis-prom"),
+                            jobs={"ray": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]},
+                            scrape_interval_s=1.0)
+    reader = None
+    try:
+        prom.start()
+        # Both exporters scraped at zero...
+        wait_for_series(prom, 'ray_lvm_requests_total{rollout="ml/good"} == 0', timeout_s=30)
+        wait_for_series(prom, 'ray_lvm_requests{rollout="ml/bad"} == 0', timeout_s=30)
+        # ...then the known values, and the timestamp of a scrape that has all of them.
+        _known_values(a, b, b_hist)
+        at_total = _last_scrape(
+            prom, 'ray_lvm_requests_total{rollout="ml/good",version="v2",lane="0"}', 600)
+        at_raw = _last_scrape(prom, 'ray_lvm_requests{rollout="ml/bad",version="v2"}', 1000)
+        reader = PrometheusReader(prom.url, timeout_s=5.0)
+        yield Loaded(prom, reader, at_total, at_raw)
+    finally:
+        if reader is not None:
+            reader.close()
+        prom.stop()
+        for httpd in servers:
+            httpd.shutdown()
+            httpd.server_close()
+
+
+def test_passing_candidate_counters_with_total(loaded):
+    plan = Plan(**PLAN)
+    g = loaded.guardrails(loaded.at_total)
+    q = loaded.quality(loaded.at_total)
+    assert g.error is None and q.error is None
+    v2 = g.for_rollout("ml/good").versions["v2"]
+    # 600 live + 400 shadow requests, exactly: no extrapolation (see module docstring).
+    assert v2.requests == pytest.approx(1000.0, rel=1e-9)
+    assert v2.error_rate == 0.0  # 20 bad_input errors are the client's, not counted
+    assert v2.empty_hit_rate == pytest.approx(0.05, rel=1e-9)
+    assert assess_guardrails(plan, g.for_rollout("ml/good")).verdict is Verdict.PASS
+    qv2 = q.for_rollout("ml/good").versions["v2"]
+    assert qv2.hit5_proxy == pytest.approx(210 / 300, rel=1e-9)  # proxy hits only, not exact
+    assert qv2.lanes["0"].hit5_proxy == pytest.approx(0.75, rel=1e-9)
+    assert qv2.lanes["3"].hit5_proxy == pytest.approx(0.60, rel=1e-9)
+    out = assess_quality(plan, q.for_rollout("ml/good"))
+    assert out.verdict is Verdict.PASS, out.summary
+
+
+def test_breaching_candidate_counters_without_total(loaded):
+    plan = Plan(**PLAN)
+    g = loaded.guardrails(loaded.at_raw).for_rollout("ml/bad")
+    v2 = g.versions["v2"]
+    assert v2.error_rate == pytest.approx(0.03, rel=1e-9)  # 30 NaN outputs / 1000
+    assert v2.empty_hit_rate == pytest.approx(0.25, rel=1e-9)
+    out = assess_guardrails(plan, g)
+    assert out.verdict is Verdict.BREACH
+    assert out.summary == ("candidate error rate 3% > 1%; P95 11.2 ms > 10 ms; "
+                           "empty-hit rate 25% > 20%")
+    q = loaded.quality(loaded.at_raw).for_rollout("ml/bad")
+    assert q.versions["v2"].feedback == pytest.approx(200.0, rel=1e-9)
+    assert q.versions["v2"].hit5_proxy == 0.0  # no hits series at all reads as 0%, not noData
+    qout = assess_quality(plan, q)
+    assert qout.verdict is Verdict.BREACH
+    assert "candidate Hit@5 proxy 0% over 200 feedback events < 55%" in qout.summary
+    assert "; lane 1 fails completely: Hit@5 proxy 0% over 200 feedback events" in qout.summary
+
+
+def test_p95_from_histogram_buckets_matches_the_distribution(loaded):
+    # ml/bad v2: 900 at 4 ms, 100 at 11 ms. Rank 0.95 * 1000 = 950 lies 50 of 100 into the
+    # bucket (10 ms, 12.5 ms]: 0.010 + 0.0025 * 50/100 = 11.25 ms.
+    bad = loaded.guardrails(loaded.at_raw).for_rollout("ml/bad").versions
+    assert bad["v2"].p95_latency_seconds == pytest.approx(0.01125, rel=1e-9)
+    # ml/bad v1: all 1000 at 0.4 ms, in (0, 0.5 ms]: 0.0005 * 0.95 = 0.475 ms.
+    assert bad["v1"].p95_latency_seconds == pytest.approx(0.000475, rel=1e-9)
+    # ml/good v2: all 1000 at 2 ms, in (1.5 ms, 2 ms]: 0.0015 + 0.0005 * 0.95 = 1.975 ms.
+    good = loaded.guardrails(loaded.at_total).for_rollout("ml/good").versions
+    assert good["v2"].p95_latency_seconds == pytest.approx(0.001975, rel=1e-9)
+
+
+def test_no_data(loaded):
+    plan = Plan(**PLAN)
+    for rollout in ("ml/quiet", "ml/absent"):
+        g = loaded.guardrails(loaded.at_raw).for_rollout(rollout)
+        q = loaded.quality(loaded.at_raw).for_rollout(rollout)
+        assert g.error is None
+        assert assess_guardrails(plan, g).verdict is Verdict.NO_DATA
+        assert assess_quality(plan, q).verdict is Verdict.NO_DATA
+    out = assess_guardrails(plan, loaded.guardrails(loaded.at_raw).for_rollout("ml/quiet"))
+    assert out.summary == ("candidate is not receiving traffic: 3 requests in the last 2m "
+                           "(need >= 10)")
+
+
+def test_shadow_filter_excludes_shadow_copies(loaded):
+    snap = loaded.guardrails(loaded.at_total, shadow=ShadowFilter.EXCLUDE)
+    v2 = snap.for_rollout("ml/good").versions["v2"]
+    assert v2.requests == pytest.approx(600.0, rel=1e-9)
+    assert set(v2.lanes) == {"0"}
+
+
+def test_decide_rolls_back_on_real_numbers(loaded):
+    plan = Plan(**PLAN)
+    state = decide(plan, RolloutState(), Observations(), 0.0).state
+    obs = Observations(loaded.guardrails(loaded.at_raw).for_rollout("ml/bad"),
+                       loaded.quality(loaded.at_raw).for_rollout("ml/bad"))
+    d = decide(plan, state, obs, 1.0)
+    assert d.action is Action.ROLLBACK
+    assert d.reason.startswith("rolled back: candidate error rate 3% > 1%; P95 11.2 ms > 10 ms")
+
+
+def test_rejected_and_unexpected_queries_are_typed(loaded):
+    with pytest.raises(QueryFailed, match=r"rejected the query \(HTTP 400\): bad_data") as info:
+        loaded.reader.query("sum(ray_lvm_requests_total")
+    assert info.value.status_code == 400
+    assert info.value.query == "sum(ray_lvm_requests_total"
+    scalar = r"expected an instant vector, got a scalar or string \[.*\]; query: 1$"
+    with pytest.raises(UnexpectedResponse, match=scalar):
+        loaded.reader.query("1")  # a scalar, not a vector
+
+
+def test_prometheus_stopped_gives_error_verdict_then_recovers(loaded):
+    plan = Plan(**PLAN)
+    loaded.prometheus.stop()
+    try:
+        with pytest.raises(PrometheusUnavailable, match=r"is unreachable .*; query: up"):
+            loaded.reader.query("up")
+        snap = loaded.guardrails(loaded.at_raw)
+        assert snap.error is not None
+        out = assess_guardrails(plan, snap.for_rollout("ml/bad"))
+        assert out.verdict is Verdict.ERROR
+        assert out.summary.startswith(f"Prometheus error: Prometheus at {loaded.prometheus.url} "
+                                      "is unreachable")
+    finally:
+        loaded.prometheus.start()
+    # Same port and data: the next check reads the same numbers again.
+    again = loaded.guardrails(loaded.at_raw).for_rollout("ml/bad")
+    assert again.error is None
+    assert assess_guardrails(plan, again).verdict is Verdict.BREACH

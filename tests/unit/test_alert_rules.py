@@ -1,0 +1,74 @@
+"""Alert rules: the checked-in file is the rendered one, promtool accepts it, and its unit tests
+in tests/promtool/ (the seed's thresholds, exact boundaries, missing hit series) pass."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvm_operator.alerts import RULES_FILE, AlertThresholds, alert_rules, render_rules_yaml
+from lvm_operator.alerts.__main__ import main as alerts_main
+
+PROMTOOL = shutil.which("promtool")
+PROMTOOL_TESTS = Path(__file__).resolve().parents[1] / "promtool"
+
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
+
+
+def test_checked_in_rules_match_the_contract():
+    assert RULES_FILE.read_text() == render_rules_yaml(), (
+        "lvm-alerts.rules.yaml is stale: run `python -m lvm_operator.alerts`"
+    )
+
+
+def test_check_mode_reports_drift(tmp_path):
+    stale = tmp_path / "rules.yaml"
+    stale.write_text("groups: []\n")
+    assert alerts_main(["--check", str(stale)]) == 1
+    assert alerts_main([str(stale)]) == 0
+    assert alerts_main(["--check", str(stale)]) == 0
+
+
+def test_seed_alerts_are_all_there():
+    rules = {r["alert"]: r for r in alert_rules()}
+    assert set(rules) == {"LVMHit5ProxyLow", "LVMLatencyP95High", "LVMErrorRateHigh",
+                          "LVMLaneBelowOverall", "LVMEmptyHitRateHigh"}
+    assert "< 0.6\n" in rules["LVMHit5ProxyLow"]["expr"]
+    assert "> 0.01\n" in rules["LVMLatencyP95High"]["expr"]
+    assert "> 0.01\n" in rules["LVMErrorRateHigh"]["expr"]
+    assert "(0.8 * " in rules["LVMLaneBelowOverall"]["expr"]
+    assert "> 0.2\n" in rules["LVMEmptyHitRateHigh"]["expr"]
+    for rule in rules.values():
+        assert 'shadow!="true"' in rule["expr"]  # alerts are about what clients received
+
+
+def test_thresholds_are_parameters():
+    rules = {r["alert"]: r for r in alert_rules(AlertThresholds(p95_latency_seconds=0.02))}
+    assert "> 0.02\n" in rules["LVMLatencyP95High"]["expr"]
+    assert "> 20ms" in rules["LVMLatencyP95High"]["annotations"]["summary"]
+
+
+def test_rules_file_is_valid_yaml_with_one_group():
+    doc = yaml.safe_load(RULES_FILE.read_text())
+    assert [g["name"] for g in doc["groups"]] == ["lvm-serving"]
+
+
+@needs_promtool
+def test_promtool_check_rules():
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(RULES_FILE)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 5 rules found" in proc.stdout
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", sorted(PROMTOOL_TESTS.glob("*.test.yaml")),
+                         ids=lambda p: p.name)
+def test_promtool_test_rules(test_file):
+    proc = subprocess.run([PROMTOOL, "test", "rules", test_file.name], cwd=test_file.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

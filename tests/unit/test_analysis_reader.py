@@ -1,0 +1,137 @@
+"""The reader's pure half (answers -> observations) and its error mapping.
+
+Connection refused and a rejected query are tested against a real Prometheus in
+tests/integration/test_prometheus_analysis.py; the faults a healthy Prometheus will not produce
+on demand (HTTP 503, a timeout, a malformed body) use the ``FaultyClient`` below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+
+from lvm_operator.analysis import (
+    PrometheusUnavailable,
+    Query,
+    QueryFailed,
+    UnexpectedResponse,
+)
+from lvm_operator.analysis.prometheus import PrometheusReader, Sample, build_observations
+
+
+def s(rollout, version, value, lane=None):
+    labels = {"rollout": rollout, "version": version}
+    if lane is not None:
+        labels["lane"] = lane
+    return Sample(labels, value)
+
+
+def test_counts_and_ratios_per_version_and_lane():
+    answers = {
+        Query.REQUESTS: [s("ml/a", "v2", 600.0, "0"), s("ml/a", "v2", 400.0, "3"),
+                         s("ml/a", "v1", 9000.0, "0")],
+        # 12 server errors in 1000 requests = 1.2%; v1 has no error series at all = 0%.
+        Query.SERVER_ERRORS: [s("ml/a", "v2", 12.0, "0")],
+        Query.EMPTY_HITS: [s("ml/a", "v2", 30.0, "0"), s("ml/a", "v2", 20.0, "3")],
+        Query.FEEDBACK: [s("ml/a", "v2", 200.0, "0"), s("ml/a", "v2", 100.0, "3")],
+        # lane 3 has feedback but not one hit: no hits series -> 0%, not "no data".
+        Query.HIT5_PROXY_HITS: [s("ml/a", "v2", 150.0, "0")],
+        Query.P95_LATENCY: [s("ml/a", "v2", 0.0124), s("ml/a", "v1", math.nan)],
+    }
+    obs = build_observations(30.0, answers)
+    assert set(obs) == {"ml/a"}
+    v2 = obs["ml/a"].versions["v2"]
+    assert v2.requests == 1000.0
+    assert v2.error_rate == pytest.approx(0.012)
+    assert v2.empty_hit_rate == pytest.approx(0.05)  # 50 / 1000
+    assert v2.feedback == 300.0 and v2.hit5_proxy == pytest.approx(0.5)  # 150 / 300
+    assert v2.p95_latency_seconds == 0.0124
+    assert v2.lanes["0"].hit5_proxy == pytest.approx(0.75)  # 150 / 200
+    assert v2.lanes["3"].hit5_proxy == 0.0 and v2.lanes["3"].feedback == 100.0
+    v1 = obs["ml/a"].versions["v1"]
+    assert v1.error_rate == 0.0  # requests but no error series
+    assert v1.p95_latency_seconds is None  # NaN = no observations
+    assert v1.feedback == 0.0 and v1.hit5_proxy is None
+
+
+def test_queries_not_run_leave_fields_unmeasured():
+    obs = build_observations(30.0, {Query.REQUESTS: [s("ml/a", "v2", 10.0, "1")]})
+    v2 = obs["ml/a"].versions["v2"]
+    assert v2.error_rate is None and v2.empty_hit_rate is None and v2.p95_latency_seconds is None
+
+
+def test_series_without_rollout_or_version_are_ignored():
+    answers = {Query.REQUESTS: [Sample({"version": "v2"}, 5.0), Sample({"rollout": "x"}, 5.0)]}
+    assert build_observations(30.0, answers) == {}
+
+
+def test_snapshot_for_unknown_rollout_is_empty_not_error():
+    from lvm_operator.analysis.prometheus import Snapshot
+
+    snap = Snapshot(30.0, {})
+    assert snap.for_rollout("ml/none").versions == {}
+    assert snap.for_rollout("ml/none").error is None
+    err = Snapshot(30.0, error="boom; query: up")
+    assert err.for_rollout("ml/none").error == "boom; query: up"
+
+
+class FaultyClient:
+    """Stands in for PrometheusConnect to produce faults a healthy Prometheus will not."""
+
+    def __init__(self, fault):
+        self.fault = fault
+
+    def custom_query(self, query, params=None):
+        if isinstance(self.fault, Exception):
+            raise self.fault
+        return self.fault
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        (requests.exceptions.ReadTimeout("read timed out"), PrometheusUnavailable,
+         r"Prometheus at http://prom:9090 is unreachable \(ReadTimeout: read timed out\)"),
+        (PrometheusApiClientException(
+            "HTTP Status Code 503 (b'{\"status\":\"error\",\"errorType\":\"timeout\","
+            "\"error\":\"query timed out in expression evaluation\"}')"),
+         PrometheusUnavailable,
+         r"answered HTTP 503: timeout: query timed out in expression evaluation"),
+        (PrometheusApiClientException(
+            "HTTP Status Code 422 (b'{\"status\":\"error\",\"errorType\":\"execution\","
+            "\"error\":\"many-to-many matching not allowed\"}')"),
+         QueryFailed, r"rejected the query \(HTTP 422\): execution: many-to-many"),
+        ([1700000000.0, "1"], UnexpectedResponse,
+         r"expected an instant vector, got a scalar or string \[1700000000.0, '1'\]"),
+        ([{"metric": {}, "value": [1.0, "abc"]}], UnexpectedResponse,
+         r"sample value \[1.0, 'abc'\] is not \[time, number\]"),
+        (ValueError("Expecting value: line 1 column 1"), UnexpectedResponse,
+         r"unreadable answer"),
+    ],
+)
+def test_faults_become_typed_errors_that_quote_the_query(fault, error, message):
+    reader = PrometheusReader("http://prom:9090", client=FaultyClient(fault))
+    with pytest.raises(error, match=message) as info:
+        reader.query("sum(up)")
+    assert info.value.query == "sum(up)"
+    assert str(info.value).endswith("; query: sum(up)")
+
+
+def test_observe_turns_a_failure_into_an_error_snapshot():
+    reader = PrometheusReader("http://prom:9090",
+                              client=FaultyClient(requests.exceptions.ConnectionError("refused")))
+    snap = reader.observe_guardrails(30.0)
+    assert snap.error is not None and "unreachable" in snap.error and "query: sum by" in snap.error
+    assert snap.for_rollout("ml/a").error == snap.error
+
+
+def test_values_parse_nan_and_inf():
+    reader = PrometheusReader("http://prom:9090", client=FaultyClient([
+        {"metric": {"a": "1"}, "value": [1.0, "NaN"]},
+        {"metric": {"a": "2"}, "value": [1.0, "+Inf"]},
+    ]))
+    values = [x.value for x in reader.query("q")]
+    assert math.isnan(values[0]) and values[1] == math.inf

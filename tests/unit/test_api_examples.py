@@ -1,0 +1,82 @@
+"""Every manifest in examples/ is a valid LVMRollout, and says what its comments promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvm_operator.api import (
+    ModelFamily,
+    RoutingMode,
+    ServeBackend,
+    duration_seconds,
+    parse_rollout,
+)
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+def _load(name: str):
+    return parse_rollout(yaml.safe_load((EXAMPLES[0].parent / name).read_text()))
+
+
+def test_there_are_examples():
+    names = {p.name for p in EXAMPLES}
+    assert {"phase2-canary.yaml", "context-routing.yaml", "local-fast.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_parses(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for doc in docs:
+        rollout = parse_rollout(doc)
+        assert rollout.name
+        assert "namespace" not in rollout.metadata  # apply them to any namespace with -n
+
+
+def test_phase2_canary_is_the_seed_plan():
+    spec = _load("phase2-canary.yaml").spec
+    assert [(s.weight, s.duration, s.shadow) for s in spec.steps] == [
+        (10, "168h", True),
+        (20, "168h", False),
+        (50, "168h", False),
+        (100, "168h", False),
+    ]
+    assert (spec.champion.version, spec.champion.family, spec.champion.context_length) == (
+        "phase1-baseline",
+        ModelFamily.MEMORY_GRU,
+        100,
+    )
+    assert (spec.champion.node_pool, spec.candidate.node_pool) == ("a10", "a100")
+    assert (spec.candidate.version, spec.candidate.context_length) == ("phase2-500ctx", 500)
+    assert (spec.routing.mode, spec.routing.user_key) == (RoutingMode.USER_HASH, "user_id")
+    success, rollback = spec.analysis.success, spec.analysis.rollback
+    assert (success.hit5_proxy_min, success.p95_latency_ms, success.empty_hit_rate_max) == (
+        0.60,
+        5,
+        0.10,
+    )
+    assert (success.error_rate_max, success.lane_degradation_max) == (0.001, 0.20)
+    assert (rollback.hit5_proxy_min, rollback.p95_latency_ms, rollback.empty_hit_rate_max) == (
+        0.55,
+        10,
+        0.20,
+    )
+    assert (rollback.error_rate_max, rollback.lane_failure) == (0.01, True)
+
+
+def test_context_routing_example():
+    spec = _load("context-routing.yaml").spec
+    assert spec.routing.mode == RoutingMode.CONTEXT_LENGTH
+    assert spec.routing.context_threshold == 100  # context vectors: the seed's 2000 tokens
+
+
+def test_local_example_is_fast():
+    spec = _load("local-fast.yaml").spec
+    assert spec.serve.backend == ServeBackend.RAY_DASHBOARD
+    assert spec.serve.url == "http://127.0.0.1:8265"
+    assert all(s.duration_seconds <= 30 for s in spec.steps)
+    assert duration_seconds(spec.analysis.guardrails.interval) <= 5
