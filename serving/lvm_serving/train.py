@@ -27,7 +27,7 @@ memory_gru (world defaults), Hit@5 proxy is about 0.91 at S=0, 0.88 at 0.5, 0.68
 0.56 at 0.65, 0.38 at 0.7 and 0.01 at 1.0, with no empty hits.
 
 Timing (2 shared CPU cores, defaults): memory_gru 100 ctx ~5 s in all (3 s training);
-hierarchical_gru 1000 ctx ~12 s; tmd_moe 100 ctx ~12 s.
+hierarchical_gru 1000 ctx ~12 s; tmd_moe 100 ctx 12-30 s (16 experts).
 
 Model sizes default to a small demo size per family (``--full-size``: the seed's sizes);
 ``--size key=value`` overrides one (``--size expert.hidden=16`` for the mixture's experts).
