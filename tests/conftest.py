@@ -8,6 +8,7 @@ dashboard), all pointed at processes on 127.0.0.1 that this session started itse
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,16 @@ from lvm_operator.devstack.ray_cluster import RayCluster, start_ray_cluster
 from lvm_operator.devstack.tools import Tools, locate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def pytest_configure(config):
+    # A SIGTERM (a CI timeout, a supervisor) must still run fixture teardown, or the stack's
+    # processes would outlive the test run.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

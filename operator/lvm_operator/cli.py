@@ -4,6 +4,7 @@
 * ``lvm-rollout dev up|status|down`` runs the local stack (kube-apiserver + etcd, Prometheus, a
   two-node Ray cluster) detached, writes a kubeconfig and prints the endpoints.
 * ``lvm-rollout demo`` is the README's first command.
+* ``lvm-rollout operator`` runs the operator (:mod:`lvm_operator.controller.handlers`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="lvm-rollout: progressive delivery of LVM versions on Ray Serve.")
@@ -45,10 +45,10 @@ def crd() -> None:
 
 
 def _print_endpoints(endpoints: dict[str, str]) -> None:
-    table = Table(show_header=False, box=None)
+    # Plain lines, never wrapped: people copy these into other commands.
+    width = max(map(len, endpoints), default=0)
     for key, value in endpoints.items():
-        table.add_row(f"[bold]{key}[/]", value)
-    console.print(table)
+        print(f"  {key:<{width}}  {value}")
 
 
 @dev.command("up")
@@ -73,10 +73,10 @@ def dev_up(
     except ComponentError as exc:
         err.print(f"[red]failed to start the stack[/]\n{exc}")
         raise typer.Exit(1) from exc
-    console.print(f"[green]stack up[/] (state: {directory / 'state.json'})")
+    console.print(f"[green]stack up[/] (state: {directory / 'state.json'})", soft_wrap=True)
     _print_endpoints(stack.endpoints())
     if stack.kubeconfig:
-        console.print(f"\nexport KUBECONFIG={stack.kubeconfig}")
+        print(f"\nexport KUBECONFIG={stack.kubeconfig}")
 
 
 @dev.command("status")
@@ -91,7 +91,7 @@ def dev_status(run_dir: RunDir = None) -> None:
         raise typer.Exit(1)
     health = recorded_health(directory)
     for name, alive in health.items():
-        console.print(f"{name:16} {'[green]running[/]' if alive else '[red]stopped[/]'}")
+        print(f"  {name:16} {'running' if alive else 'stopped'}")
     _print_endpoints(state["endpoints"])
     if not all(health.values()):
         raise typer.Exit(1)
@@ -128,6 +128,32 @@ def demo(
     from lvm_operator.demo import run_demo
 
     raise typer.Exit(run_demo(_run_dir(run_dir), keep=keep, console=console))
+
+
+@app.command()
+def operator(
+    namespace: Annotated[list[str] | None, typer.Option(
+        "--namespace", "-n", help="Watch only this namespace (repeatable).")] = None,
+    all_namespaces: Annotated[bool, typer.Option(
+        "--all-namespaces", "-A", help="Watch every namespace (the default).")] = False,
+    peering: Annotated[str, typer.Option(help="Kopf peering object name.")] = "lvm-rollout",
+    standalone: Annotated[bool, typer.Option(help="Run without peering (no HA).")] = False,
+    priority: Annotated[int, typer.Option(help="Peering priority; the highest one runs.")] = 0,
+    peering_lifetime: Annotated[int | None, typer.Option(
+        help="Seconds a silent peer counts as alive (Kopf's default: 60).")] = None,
+    liveness_port: Annotated[int, typer.Option(help="Liveness /healthz port; 0: off.")] = 8080,
+    metrics_port: Annotated[int, typer.Option(help="Operator /metrics port; 0: off.")] = 9090,
+    dev: Annotated[bool, typer.Option(help="Verbose logs for local runs.")] = False,
+) -> None:
+    """Run the operator: reconcile LVMRollouts until interrupted."""
+    from lvm_operator.controller.handlers import run
+
+    if namespace and all_namespaces:
+        err.print("--namespace and --all-namespaces exclude each other")
+        raise typer.Exit(2)
+    run(namespaces=list(namespace or []), peering=None if standalone else peering,
+        priority=priority, liveness_port=liveness_port or None,
+        metrics_port=metrics_port or None, dev=dev, peering_lifetime=peering_lifetime)
 
 
 def main() -> None:

@@ -49,15 +49,15 @@ def run_demo(run_dir: Path, keep: bool, console: Console) -> int:
             console.print(f"  {key:15} {value}")
 
         console.rule("install the LVMRollout CRD and apply the fast example")
-        console.print(_kubectl(stack, "apply", "--server-side", "-f", str(CRD)).strip())
+        print(_kubectl(stack, "apply", "--server-side", "-f", str(CRD)).strip())
         _kubectl(stack, "wait", "--for=condition=Established", "crd/lvmrollouts.lvm.rollout.io",
                  "--timeout=60s")
-        console.print(_kubectl(stack, "apply", "-f", str(EXAMPLE)).strip())
+        print(_kubectl(stack, "apply", "-f", str(EXAMPLE)).strip())
 
         console.rule("kubectl get lvmrollouts")
-        console.print(_kubectl(stack, "get", "lvmrollouts", "-A"))
+        print(_kubectl(stack, "get", "lvmrollouts", "-A"))
         console.rule("kubectl get lvmrollouts -o yaml (defaults filled in by the apiserver)")
-        console.print(_kubectl(stack, "get", "lvmrollouts", "-A", "-o", "yaml"))
+        print(_kubectl(stack, "get", "lvmrollouts", "-A", "-o", "yaml"))
 
         console.rule("Prometheus scrapes both Ray nodes")
         prom = stack.prometheus

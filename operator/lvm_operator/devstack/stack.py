@@ -99,6 +99,7 @@ class Stack:
             self.prometheus.stop()
         if self.control_plane:
             self.control_plane.stop()
+        (self.run_dir / "state.json").unlink(missing_ok=True)
 
 
 def start_stack(

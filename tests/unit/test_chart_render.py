@@ -1,0 +1,292 @@
+"""charts/lvm-rollout rendered by the real helm (no cluster): lint, objects, security, RBAC
+rules, optional parts, and the values schema's messages for bad values.
+
+The apiserver-side checks (dry-run, install/uninstall, ``kubectl auth can-i``) are in
+tests/integration/test_helm_chart.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "lvm-rollout"
+ALL_VALUES = REPO_ROOT / "tests" / "fixtures" / "chart-values-all.yaml"
+RELEASE = "lvm-rollout"  # fullname == release name: the chart name is in it
+NAMESPACE = "ml"
+
+
+def _helm(tools, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tools.helm), *args], capture_output=True, text=True, timeout=60)
+
+
+def render(tools, *args: str) -> list[dict]:
+    proc = _helm(tools, "template", RELEASE, str(CHART), "-n", NAMESPACE, *args)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = of_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def rule_set(role: dict) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '*') for every grant of a Role/ClusterRole."""
+    out = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or ["*"]:
+                        out.add((group, resource, verb, name))
+    return out
+
+
+def _own(verbs, group, resource, name="*"):
+    return {(group, resource, v, name) for v in verbs}
+
+
+def expected_watch_rules(kuberay: bool) -> set[tuple[str, str, str, str]]:
+    rules = (
+        _own(["get", "list", "watch", "patch", "update"], "lvm.rollout.io", "lvmrollouts")
+        | _own(["get", "list", "watch", "patch", "update"], "lvm.rollout.io",
+               "lvmrollouts/status")
+        | _own(["create", "patch"], "", "events")
+    )
+    if kuberay:
+        rules |= _own(["get", "list", "watch", "patch"], "ray.io", "rayservices")
+    return rules
+
+
+CRDS_READ = _own(["get", "list", "watch"], "apiextensions.k8s.io", "customresourcedefinitions")
+
+
+# --- lint ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [
+    [], ["-f", str(ALL_VALUES)], ["--set", "watchNamespace=ml-models"],
+    ["-f", str(ALL_VALUES), "--set", "watchNamespace=ml-models"],
+], ids=["default", "all", "namespaced", "all-namespaced"])
+def test_helm_lint_strict(tools, values):
+    proc = _helm(tools, "lint", "--strict", str(CHART), *values)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+
+
+# --- default values --------------------------------------------------------------------------
+
+
+def test_default_objects(tools):
+    docs = render(tools)
+    assert sorted(d["kind"] for d in docs) == sorted([
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
+        "ClusterKopfPeering",
+    ])
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "lvm-rollout"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == labels["helm.sh/chart"].split("-")[-1]
+
+
+def test_deployment_two_replicas_hardened_with_probes_and_resources(tools):
+    dep = one(render(tools), "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == RELEASE
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # A writable /tmp is the only writable path.
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert {e["name"] for e in c["env"]} >= {"POD_ID"}
+
+
+def test_operator_command_line(tools):
+    docs = render(tools)
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
+    assert args == ["--all-namespaces", "--liveness-port", "8080", "--metrics-port", "9090",
+                    "--peering", peering]
+    assert peering == f"{RELEASE}-{NAMESPACE}"
+
+
+def test_namespaced_operator_command_line_and_peering(tools):
+    docs = render(tools, "--set", "watchNamespace=ml-models")
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering = one(docs, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "ml-models"
+    assert args[:2] == ["--namespace", "ml-models"]
+    assert args[-2:] == ["--peering", peering["metadata"]["name"]]
+    assert not of_kind(docs, "ClusterKopfPeering")
+
+
+def test_metrics_service_targets_the_metrics_port(tools):
+    docs = render(tools)
+    svc = one(docs, "Service")
+    assert svc["spec"]["ports"] == [{"name": "http-metrics", "port": 9090,
+                                     "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+# --- RBAC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kuberay", [False, True])
+def test_cluster_wide_rbac_is_exactly_what_kopf_and_the_operator_need(tools, kuberay):
+    docs = render(tools, "--set", f"kuberay.enabled={str(kuberay).lower()}")
+    role = one(docs, "ClusterRole")
+    peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
+    assert rule_set(role) == (
+        expected_watch_rules(kuberay)
+        | _own(["list", "watch"], "kopf.dev", "clusterkopfpeerings")
+        | _own(["get", "patch"], "kopf.dev", "clusterkopfpeerings", peering)
+        | CRDS_READ
+    )
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE,
+                                    "namespace": NAMESPACE}]
+    assert not of_kind(docs, "Role")
+
+
+@pytest.mark.parametrize("kuberay", [False, True])
+def test_namespaced_rbac_is_a_role_in_the_watched_namespace(tools, kuberay):
+    docs = render(tools, "--set", "watchNamespace=ml-models",
+                  "--set", f"kuberay.enabled={str(kuberay).lower()}")
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == "ml-models"
+    peering = one(docs, "KopfPeering")["metadata"]["name"]
+    assert rule_set(role) == (
+        expected_watch_rules(kuberay)
+        | _own(["list", "watch"], "kopf.dev", "kopfpeerings")
+        | _own(["get", "patch"], "kopf.dev", "kopfpeerings", peering)
+    )
+    binding = one(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "ml-models"
+    assert binding["subjects"][0]["namespace"] == NAMESPACE
+    # CRDs are cluster-scoped: the only cluster-wide grant is reading them.
+    assert rule_set(one(docs, "ClusterRole")) == CRDS_READ
+
+
+def test_no_wildcards_or_sensitive_grants_anywhere(tools):
+    for values in ([], ["-f", str(ALL_VALUES)], ["--set", "watchNamespace=x"]):
+        for doc in render(tools, *values):
+            if doc["kind"] not in ("Role", "ClusterRole"):
+                continue
+            for group, resource, verb, _ in rule_set(doc):
+                assert "*" not in (group, resource, verb)
+                assert verb not in ("delete", "deletecollection", "escalate", "bind",
+                                    "impersonate")
+                assert resource not in ("secrets", "pods", "configmaps", "deployments",
+                                        "namespaces", "serviceaccounts")
+
+
+# --- optional parts --------------------------------------------------------------------------
+
+
+def test_all_options_objects(tools):
+    docs = render(tools, "-f", str(ALL_VALUES))
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted([
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
+        "ClusterKopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+        *["ConfigMap"] * 5,
+    ])
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 3
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "registry.example.com/ml/lvm-rollout:0.1.0-test"
+    assert c["imagePullPolicy"] == "Always"
+    assert c["args"][-2:] == ["--priority", "10"]
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+        assert one(docs, kind)["apiVersion"] == "monitoring.coreos.com/v1"
+        assert one(docs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_service_monitor_scrapes_the_metrics_service(tools):
+    docs = render(tools, "-f", str(ALL_VALUES))
+    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == [svc["spec"]["ports"][0]["name"]]
+
+
+def test_ray_pod_monitor_follows_the_watched_namespace(tools):
+    wide = one(render(tools, "-f", str(ALL_VALUES)), "PodMonitor")
+    assert wide["spec"]["namespaceSelector"] == {"any": True}
+    assert wide["spec"]["selector"] == {"matchLabels": {"ray.io/is-ray-node": "yes"}}
+    assert wide["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    narrow = one(render(tools, "-f", str(ALL_VALUES), "--set", "watchNamespace=ml-models"),
+                 "PodMonitor")
+    assert narrow["spec"]["namespaceSelector"] == {"matchNames": ["ml-models"]}
+
+
+def test_dashboards_are_labelled_configmaps_with_the_json_files(tools):
+    maps = of_kind(render(tools, "-f", str(ALL_VALUES)), "ConfigMap")
+    files = {p.name: p.read_text() for p in (CHART / "dashboards").glob("*.json")}
+    shipped = {}
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "LVM"}
+        ((key, text),) = cm["data"].items()
+        shipped[key] = text
+    assert set(shipped) == set(files)
+    for key, text in shipped.items():
+        assert json.loads(text) == json.loads(files[key])
+
+
+def test_optional_parts_are_off_by_default(tools):
+    kinds = {d["kind"] for d in render(tools)}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+
+
+# --- values schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "replicaCount=zero"], "at '/replicaCount': got string, want integer"),
+    (["--set", "replicaCount=0"], "at '/replicaCount': minimum: got 0, want 1"),
+    (["--set", "image.pullPolicy=Sometimes"],
+     "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+    (["--set", "resources.requests=5"], "at '/resources/requests': got number, want object"),
+    (["--set", "resources.requests.cpu=lots"], "at '/resources/requests/cpu'"),
+    (["--set", "resources.request.cpu=1"], "additional properties 'request' not allowed"),
+    (["--set-json", "watchNamespace=123"], "at '/watchNamespace': got number, want string"),
+    (["--set", "watchNamespace=Not_A_Namespace"], "at '/watchNamespace'"),
+    (["--set", "monitoring.servicemonitor.enabled=true"],
+     "additional properties 'servicemonitor' not allowed"),
+    (["--set", "operator.metricsPort=99999"], "at '/operator/metricsPort'"),
+    (["--set", "kuberay.enabled=yes-please"], "at '/kuberay/enabled': got string, want boolean"),
+])
+def test_bad_values_fail_with_the_schema_message(tools, args, message):
+    proc = _helm(tools, "template", RELEASE, str(CHART), *args)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+    assert message in proc.stderr, proc.stderr
