@@ -1,0 +1,27 @@
+"""The load generator's requests: every lane, both context lengths, clicks on the true successor."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lvm_serving.loadgen import LoadConfig, build_requests
+from lvm_serving.synthetic import SyntheticWorld, WorldSpec
+
+
+def test_requests_cover_lanes_lengths_and_click_the_true_next_concept():
+    world_spec = WorldSpec(d_model=64, noise=0.0)  # no jumps: the target is the successor
+    config = LoadConfig(url="http://127.0.0.1:1/lvm", world=world_spec, context_lengths=(4, 12),
+                        pool_size=400, users=50)
+    pool = build_requests(config)
+    world = SyntheticWorld(world_spec)
+    assert len(pool) == 400
+    lanes = {int(np.argmax(p["tmd"])) for p, _ in pool}
+    assert lanes == set(range(16))
+    assert {len(p["context"]) for p, _ in pool} == {4, 12}
+    assert {len(p["context"][0]) for p, _ in pool} == {64}
+    assert len({p["user_id"] for p, _ in pool}) > 25
+    for payload, clicked in pool[:50]:
+        last = np.asarray(payload["context"][-1], dtype=np.float32)
+        last_id = int(np.argmax(world.vectors @ last))
+        assert clicked == int(world.successor[last_id])
+        assert world.lanes[clicked] == int(np.argmax(payload["tmd"]))
