@@ -74,8 +74,13 @@ class MetricKind(StrEnum):
 class MetricDef:
     name: str  # base name: no "ray_" prefix, no "_total"
     kind: MetricKind
-    description: str
+    description: str  # ASCII only: Ray's metric recorder refuses anything else at start-up
     labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.description.isascii():
+            raise ValueError(f"metric {self.name}: description must be ASCII (Ray refuses "
+                             f"other help texts): {self.description!r}")
 
 
 REQUESTS = MetricDef(
@@ -109,7 +114,7 @@ SHADOW_COMPARISONS = MetricDef(
 )
 SHADOW_TOP5_OVERLAP = MetricDef(
     "lvm_shadow_top5_overlap", MetricKind.COUNTER,
-    "Sum over shadowed requests of |top5(champion) ∩ top5(candidate)| / 5.",
+    "Sum over shadowed requests of |top5(champion) & top5(candidate)| / 5.",
     (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE),
 )
 SHADOW_COSINE = MetricDef(

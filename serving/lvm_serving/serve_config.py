@@ -133,8 +133,9 @@ def render_applications(spec: AppSpec) -> list[dict]:
         "route_prefix": f"/{spec.application}",
         "import_path": ROUTER_IMPORT_PATH,
         "args": {
+            # No version list here: the router finds versions by name, and args that change
+            # with the versions would make Serve redeploy the router on every version change.
             "application": spec.application,
-            "versions": sorted(names),
             "concept_bank_uri": spec.concept_bank_uri,
             "concept_bank_sha256": spec.concept_bank_sha256,
             "feedback_key_env": spec.feedback_key_env,

@@ -15,8 +15,8 @@ from pydantic import Field, StringConstraints
 
 from lvm_serving.metrics_contract import NUM_LANES
 
-from .base import ApiModel, Float, Int, Rule
-from .spec import MAX_STEPS, ModelFamily, Name, Sha256, Uri, VersionName
+from .base import ApiModel, Bool, Float, Int, Rule
+from .spec import MAX_STEPS, ModelFamily, ModelVersion, Name, Sha256, Uri, VersionName
 
 #: How many history entries are kept (the oldest are dropped first).
 MAX_HISTORY = 20
@@ -40,6 +40,7 @@ class Verdict(StrEnum):
     """Outcome of one check. ``noData`` and ``error`` hold the rollout; neither is a pass."""
 
     PASS = "pass"
+    INCONCLUSIVE = "inconclusive"  # between the success and the rollback thresholds: hold
     BREACH = "breach"
     NO_DATA = "noData"
     ERROR = "error"
@@ -76,7 +77,7 @@ class Measurement(ApiModel):
         None, allow_inf_nan=False, description="Threshold it was compared with."
     )
     samples: Int | None = Field(None, ge=0, description="Requests behind the value.")
-    verdict: Verdict = Field(description="pass, breach, noData or error.")
+    verdict: Verdict = Field(description="pass, inconclusive, breach, noData or error.")
 
 
 class LastAnalysis(ApiModel):
@@ -87,7 +88,7 @@ class LastAnalysis(ApiModel):
         None, description="Which clock produced it: guardrails or quality."
     )
     verdict: Verdict | None = Field(
-        None, description="Overall verdict: pass, breach, noData or error."
+        None, description="Overall verdict: pass, inconclusive, breach, noData or error."
     )
     reason: Text | None = Field(None, description="One human-readable line explaining the verdict.")
     measurements: list[Measurement] | None = Field(
@@ -156,6 +157,76 @@ Conditions = Annotated[
 ]
 
 
+class CommandResult(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class LastCommand(ApiModel):
+    """The last manual command (``kubectl lvm ...`` annotations) the operator consumed."""
+
+    verb: Annotated[str, StringConstraints(max_length=63)] = Field(
+        description="promote, abort, retry, pause, resume or rollback."
+    )
+    id: Annotated[str, StringConstraints(max_length=253)] = Field(
+        description="The command id; a command with this id is never carried out twice."
+    )
+    target_version: VersionName | None = Field(None, description="rollback: the version.")
+    time: datetime = Field(description="When it was consumed (RFC3339).")
+    result: CommandResult = Field(description="accepted or rejected.")
+    message: Text | None = Field(None, description="What it did, or why it was rejected.")
+
+
+class Serving(ApiModel):
+    """What the operator serves now, beyond the spec's champion/candidate pair.
+
+    After a promotion the candidate is the champion; the old one may stay warm (deployed, no
+    traffic) until ``retiringUntil``. After ``rollback --to`` an earlier version from history is
+    the champion. ``configHash`` is the hash of the Serve config last applied, so an unchanged
+    config is not sent again (also after an operator restart).
+    """
+
+    champion: VersionName | None = Field(None, description="Version that gets the stable traffic.")
+    candidate: VersionName | None = Field(None, description="Version being judged, if any.")
+    candidate_model: ModelVersion | None = Field(
+        None, description="The candidate as the spec gave it, kept for history if superseded."
+    )
+    retiring: VersionName | None = Field(
+        None, description="Old champion kept warm after a promotion (no traffic)."
+    )
+    retiring_until: datetime | None = Field(None, description="When the old champion is removed.")
+    manual_pause: Bool | None = Field(None, description="Paused by a command (kubectl lvm pause).")
+    config_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="Hash of the Serve config last applied."
+    )
+    applied_at: datetime | None = Field(None, description="When that config was applied.")
+
+
+class DecisionState(ApiModel):
+    """The decision core's state (``RolloutState``), so a restarted operator resumes exactly.
+
+    Times are POSIX seconds. Most of it is also shown in friendlier fields above (phase,
+    currentStep, stepStartedAt...); this copy is what the operator reads back.
+    """
+
+    phase: Phase | None = None
+    fingerprint: Annotated[str, StringConstraints(max_length=128)] | None = None
+    current_step: Int | None = Field(None, ge=0, le=MAX_STEPS - 1)
+    candidate_weight: Int | None = Field(None, ge=0, le=100)
+    shadow: Bool | None = None
+    step_started_at: Float | None = None
+    paused_at: Float | None = None
+    consecutive_breaches: Int | None = Field(None, ge=0)
+    last_guardrail_at: Float | None = None
+    last_guardrail_verdict: Verdict | None = None
+    last_guardrail_reason: Text | None = None
+    last_quality_at: Float | None = None
+    last_quality_verdict: Verdict | None = None
+    last_quality_reason: Text | None = None
+    no_data_since: Float | None = None
+    no_data_raised: Bool | None = None
+
+
 class LVMRolloutStatus(ApiModel):
     """Where the rollout is, why, and what it has done."""
 
@@ -193,3 +264,9 @@ class LVMRolloutStatus(ApiModel):
         description=f"Versions finished with, newest last; at most {MAX_HISTORY}.",
     )
     conditions: Conditions | None = Field(None, description="Kubernetes-style conditions.")
+    message: Text | None = Field(None, description="The latest decision, in one line.")
+    last_command: LastCommand | None = Field(None, description="The last manual command.")
+    serving: Serving | None = Field(None, description="What is served now.")
+    decision_state: DecisionState | None = Field(
+        None, description="The decision core's state, read back by the operator."
+    )

@@ -1,0 +1,282 @@
+"""Pure mappings between the API (pydantic spec/status) and the decision core and Serve config.
+
+The decision core speaks seconds, fractions and plain dataclasses; the CR speaks Go durations,
+milliseconds and camelCase. Everything that translates between them lives here, with no I/O, so
+each rule has a table test (``tests/unit/test_controller_adapter.py``):
+
+* :func:`plan_for` — spec → :class:`~lvm_operator.decision.Plan` (the numbers the core judges by);
+* :func:`state_from_status` / :func:`state_to_status` — the core's ``RolloutState`` ↔
+  ``status.decisionState`` (the copy a restarted operator reads back);
+* :func:`app_spec_for` — what to serve for a given decision state and serving record
+  (weights, shadow, replicas per version, warm old champion, rolled-back candidate);
+* :func:`config_hash` — a stable hash of the rendered Serve config, so an unchanged config is not
+  sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lvm_serving import metrics_contract as mc
+from lvm_serving.serve_config import (
+    AppSpec,
+    RouterConfig,
+    RoutingMode,
+    VersionSpec,
+    render_applications,
+    replicas_for_share,
+)
+
+from ..api import DecisionState, HistoryEntry, LVMRolloutSpec, ModelVersion, Serving
+from ..decision import (
+    GuardrailPolicy,
+    NoDataAction,
+    Phase,
+    Plan,
+    QualityPolicy,
+    RolloutState,
+    Step,
+    Thresholds,
+)
+
+#: The guardrail query window spans this many guardrail intervals: rate() needs at least two
+#: scrapes inside it, and a short window reacts to a breach within one scrape.
+GUARDRAIL_WINDOW_INTERVALS = 2.0
+#: ... but never less than this: with a 1 s scrape, 2 s would sometimes hold a single sample.
+MIN_GUARDRAIL_WINDOW_S = 4.0
+#: Requests a guardrail window needs on the candidate before it is judged (fewer: noData).
+GUARDRAIL_MIN_REQUESTS = 1
+
+
+def rollout_key(namespace: str, name: str) -> str:
+    """The ``rollout`` metric label and the key of a rollout's observations."""
+    return f"{namespace}/{name}"
+
+
+def fingerprint(spec: LVMRolloutSpec) -> str:
+    """A stable hash of what defines the experiment: champion, candidate and steps.
+
+    A change of any of these mid-rollout restarts at step 1; threshold, interval or replica
+    bound changes do not (they apply from the next check or apply on).
+    """
+    def model(mv: ModelVersion) -> dict[str, Any]:
+        return {k: v for k, v in mv.to_k8s().items() if k != "replicas"}  # scaling only
+
+    essence = {
+        "champion": model(spec.champion),
+        "candidate": model(spec.candidate),
+        "steps": [s.to_k8s() for s in spec.steps],
+    }
+    text = json.dumps(essence, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def guardrail_window_s(interval_s: float) -> float:
+    return max(GUARDRAIL_WINDOW_INTERVALS * interval_s, MIN_GUARDRAIL_WINDOW_S)
+
+
+def lane_min_requests(min_requests: int) -> int:
+    """Evidence one lane needs on both versions before it is compared: an even share of the
+    version's minimum over the 16 lanes (at least 1)."""
+    return max(1, math.ceil(min_requests / mc.NUM_LANES))
+
+
+def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
+    """The decision plan for ``spec``; ``paused`` adds a command-level pause to ``spec.paused``."""
+    a = spec.analysis
+    g_interval = a.guardrails.interval_seconds
+    return Plan(
+        champion=spec.champion.version,
+        candidate=spec.candidate.version,
+        steps=tuple(Step(s.weight, s.duration_seconds, s.shadow) for s in spec.steps),
+        guardrails=GuardrailPolicy(
+            interval_s=g_interval,
+            consecutive_breaches=a.guardrails.consecutive_breaches,
+            window_s=guardrail_window_s(g_interval),
+            min_requests=GUARDRAIL_MIN_REQUESTS,
+        ),
+        quality=QualityPolicy(
+            interval_s=a.quality.interval_seconds,
+            window_s=a.quality.window_seconds,
+            min_requests=a.quality.min_requests,
+            lane_min_requests=lane_min_requests(a.quality.min_requests),
+        ),
+        success=Thresholds(
+            hit5_proxy_min=a.success.hit5_proxy_min,
+            p95_latency_seconds=a.success.p95_latency_ms / 1000.0,
+            empty_hit_rate_max=a.success.empty_hit_rate_max,
+            error_rate_max=a.success.error_rate_max,
+            lane_degradation_max=a.success.lane_degradation_max,
+        ),
+        rollback=Thresholds(
+            hit5_proxy_min=a.rollback.hit5_proxy_min,
+            p95_latency_seconds=a.rollback.p95_latency_ms / 1000.0,
+            empty_hit_rate_max=a.rollback.empty_hit_rate_max,
+            error_rate_max=a.rollback.error_rate_max,
+            lane_failure=a.rollback.lane_failure,
+        ),
+        on_no_data=NoDataAction(a.on_no_data.action.value),
+        max_hold_s=a.on_no_data.max_hold_seconds,
+        paused=spec.paused or paused,
+        fingerprint=fingerprint(spec),
+    )
+
+
+# --- decision state <-> status ---------------------------------------------------------------
+
+
+def state_from_status(ds: DecisionState | None) -> RolloutState:
+    """The core's state from ``status.decisionState`` (empty status: not started)."""
+    if ds is None:
+        return RolloutState()
+    data = ds.model_dump(mode="json", by_alias=False, exclude_none=True)
+    data.setdefault("fingerprint", "")
+    for name in ("last_guardrail_reason", "last_quality_reason"):
+        data.setdefault(name, "")
+    return RolloutState.from_dict(data)
+
+
+def state_to_status(state: RolloutState) -> DecisionState:
+    return DecisionState.model_validate(
+        {k: v for k, v in state.to_dict().items() if v is not None}
+    )
+
+
+def to_rfc3339(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def from_rfc3339(t: datetime | None) -> float | None:
+    return None if t is None else t.timestamp()
+
+
+# --- what to serve ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A version the operator may serve: from the spec or from history (rollback --to)."""
+
+    version: str
+    checkpoint: str
+    sha256: str
+    family: str
+    context_length: int
+    node_pool: str | None
+    min_replicas: int
+    max_replicas: int
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> ServedVersion:
+        return cls(mv.version, mv.checkpoint, mv.sha256, str(mv.family), mv.context_length,
+                   mv.node_pool, mv.replicas.min, mv.replicas.max)
+
+    @classmethod
+    def from_history(cls, h: HistoryEntry, bounds: tuple[int, int]) -> ServedVersion:
+        return cls(h.version, h.checkpoint, h.sha256, str(h.family or "memory_gru"),
+                   h.context_length or 1, h.node_pool, bounds[0], bounds[1])
+
+    def deployment(self, share_percent: float, *, floor: int | None = None) -> VersionSpec:
+        lo = self.min_replicas if floor is None else floor
+        replicas = replicas_for_share(share_percent, (lo, max(lo, self.max_replicas)),
+                                      self.max_replicas)
+        return VersionSpec(
+            version=self.version, checkpoint=self.checkpoint, sha256=self.sha256,
+            family=self.family, context_length=self.context_length, node_pool=self.node_pool,
+            replicas=replicas,
+        )
+
+
+def known_versions(spec: LVMRolloutSpec, history: list[HistoryEntry] | None
+                   ) -> dict[str, ServedVersion]:
+    """Every version this rollout can serve, by name (the spec's win over history's)."""
+    bounds = (spec.champion.replicas.min, spec.champion.replicas.max)
+    out = {h.version: ServedVersion.from_history(h, bounds) for h in history or []}
+    out[spec.champion.version] = ServedVersion.of(spec.champion)
+    out[spec.candidate.version] = ServedVersion.of(spec.candidate)
+    return out
+
+
+def app_spec_for(
+    spec: LVMRolloutSpec,
+    rollout: str,
+    state: RolloutState,
+    serving: Serving | None,
+    history: list[HistoryEntry] | None = None,
+    *,
+    now: float | None = None,
+) -> AppSpec:
+    """The Serve application for the decision ``state`` (traffic) and ``serving`` (who is who).
+
+    * rolling out: champion gets ``100 - w`` %, candidate ``w`` % (shadow: the candidate also
+      answers copies of the champion's traffic, so it is sized for all of it);
+    * promoted: the new champion only, plus the old champion (no traffic, min replicas) while
+      ``serving.retiringUntil`` is in the future;
+    * rolled back / aborted: all traffic to the champion at once, the candidate kept deployed at
+      its minimum replicas, weight 0, for forensics;
+    * ``rollback --to``: ``serving.champion`` (a version from history) takes everything.
+    """
+    versions = known_versions(spec, history)
+    champion = versions[(serving and serving.champion) or spec.champion.version]
+    candidate_name = serving.candidate if serving is not None else spec.candidate.version
+    candidate = versions.get(candidate_name) if candidate_name else None
+    mode = RoutingMode(spec.routing.mode.value)
+    deployments: list[VersionSpec] = []
+    router_candidate: str | None = None
+    weight = 0
+    shadow = False
+    if state.phase is Phase.PROMOTED or candidate is None or candidate.version == champion.version:
+        deployments.append(champion.deployment(100))
+        retiring = serving.retiring if serving is not None else None
+        until = from_rfc3339(serving.retiring_until) if serving is not None else None
+        if (retiring and retiring in versions and retiring != champion.version
+                and (until is None or now is None or now < until)):
+            deployments.append(versions[retiring].deployment(0))
+    elif state.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED):
+        deployments.append(champion.deployment(100))
+        deployments.append(candidate.deployment(0, floor=candidate.min_replicas))
+    else:
+        weight = state.candidate_weight
+        shadow = state.shadow
+        router_candidate = candidate.version
+        deployments.append(champion.deployment(100 - weight if not shadow else 100))
+        deployments.append(candidate.deployment(100 if shadow else weight))
+    router = RouterConfig(
+        rollout=rollout,
+        champion=champion.version,
+        candidate=router_candidate,
+        candidate_weight=weight,
+        mode=mode,
+        user_key=spec.routing.user_key or "user_id",
+        context_threshold=spec.routing.context_threshold,
+        shadow=shadow and router_candidate is not None,
+    )
+    return AppSpec(
+        application=spec.serve.application,
+        concept_bank_uri=spec.concept_bank.uri,
+        concept_bank_sha256=spec.concept_bank.sha256,
+        router=router,
+        versions=tuple(sorted(deployments, key=lambda v: v.version)),
+    )
+
+
+def config_hash(app: AppSpec) -> str:
+    """Stable hash of the rendered Serve config (rendering is deterministic)."""
+    text = json.dumps(render_applications(app), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def app_summary(app: AppSpec) -> dict[str, Any]:
+    """A short description of an AppSpec for logs and Events."""
+    return {
+        "champion": app.router.champion,
+        "candidate": app.router.candidate,
+        "weight": app.router.candidate_weight,
+        "shadow": app.router.shadow,
+        "replicas": {v.version: v.replicas for v in app.versions},
+    }

@@ -1,0 +1,319 @@
+"""Compute the whole new status from one tick, diff it, and derive Events from the same diff.
+
+Argo Rollouts and Kopf both write status once per reconcile and skip the write when nothing
+changed; this module is the pure half of that. :func:`compute` takes the previous status and
+what happened in the tick (:class:`TickResult`) and returns the new status, the minimal JSON
+merge patch against the previous one (``None`` when unchanged), and the Events to emit. Events
+come from the decision and from condition transitions, never from a timer, so a tick that
+changes nothing emits nothing, and every Event carries the numbers behind it.
+
+Conditions follow Kubernetes conventions (metav1.Condition): one entry per type, ``reason``
+CamelCase, ``lastTransitionTime`` changes only when ``status`` does, ``observedGeneration`` is
+the generation the condition was computed for.
+
+Types: ``Ready`` (the Serve config for the current decision is applied), ``Progressing`` (the
+rollout is moving), ``Degraded`` (rolled back, or the serve backend / analysis is failing),
+``NoData`` (the no-data deadline passed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvm_serving.metrics_contract import NUM_LANES
+
+from ..api import (
+    Condition,
+    ConditionStatus,
+    HistoryEntry,
+    LastAnalysis,
+    LastCommand,
+    LVMRolloutStatus,
+    Measurement,
+    Serving,
+)
+from ..api import Phase as ApiPhase
+from ..api import Verdict as ApiVerdict
+from ..api.status import MAX_HISTORY, MAX_MEASUREMENTS
+from ..decision import Action, Check, CheckOutcome, Decision, MetricResult, Plan, RolloutState
+from ..decision import Phase as CorePhase
+from .adapter import state_to_status, to_rfc3339
+
+MAX_TEXT = 1024
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+NO_DATA = "NoData"
+
+#: Core metric names -> the status's names (and a factor to the status's unit).
+_METRICS: dict[str, tuple[str, float]] = {
+    "error_rate": ("errorRate", 1.0),
+    "p95_latency_seconds": ("p95LatencyMs", 1000.0),
+    "empty_hit_rate": ("emptyHitRate", 1.0),
+    "hit5_proxy": ("hit5Proxy", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit (``type`` Normal/Warning), with the numbers in ``message``."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class TickResult:
+    """What one reconcile tick did; everything :func:`compute` needs besides the old status."""
+
+    now: float
+    generation: int | None
+    state: RolloutState | None = None  # None: the spec is invalid (phase Failed)
+    plan: Plan | None = None
+    decision: Decision | None = None
+    serving: Serving | None = None
+    invalid: str | None = None  # the validation message for an invalid spec
+    apply_error: str | None = None  # the serve backend failed (retried next tick)
+    message: str | None = None  # overrides the decision's reason (commands, promotions)
+    history_add: list[HistoryEntry] = field(default_factory=list)
+    command: LastCommand | None = None
+    events: list[Event] = field(default_factory=list)  # from the reconcile (commands...)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    status: LVMRolloutStatus
+    patch: dict[str, Any] | None
+    events: list[Event]
+
+
+def _text(s: str | None) -> str | None:
+    if s is None:
+        return None
+    return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 3] + "..."
+
+
+# --- lastAnalysis ----------------------------------------------------------------------------
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def measurement(r: MetricResult) -> Measurement:
+    name, factor = _METRICS.get(r.metric, (r.metric, 1.0))
+    limit = r.rollback_limit if r.verdict.value == "breach" else r.success_limit
+    lane = int(r.lane) if r.lane is not None and str(r.lane).isdigit() else None
+    value = _finite(r.value)
+    return Measurement(
+        version=r.version,
+        lane=lane,
+        metric=name[:63],
+        value=None if value is None else value * factor,
+        threshold=None if _finite(limit) is None else float(limit) * factor,
+        samples=round(r.samples) if math.isfinite(r.samples) else None,
+        verdict=ApiVerdict(r.verdict.value),
+    )
+
+
+_ORDER = ("breach", "error", "noData", "inconclusive", "pass")
+
+
+def last_analysis(outcomes: list[CheckOutcome], now: float) -> LastAnalysis | None:
+    """One lastAnalysis from the checks evaluated in a tick (the worse verdict leads)."""
+    if not outcomes:
+        return None
+    worst = min(outcomes, key=lambda o: _ORDER.index(o.verdict.value))
+    checks = {Check.GUARDRAIL: "guardrails", Check.QUALITY: "quality"}
+    rows = [measurement(r) for o in outcomes for r in o.results
+            if r.lane is None or (str(r.lane).isdigit() and int(r.lane) < NUM_LANES)
+            ][:MAX_MEASUREMENTS]
+    return LastAnalysis(
+        time=to_rfc3339(now),
+        check="+".join(checks[o.check] for o in outcomes),
+        verdict=ApiVerdict(worst.verdict.value),
+        reason=_text("; ".join(f"{checks[o.check]}: {o.summary}" for o in outcomes)),
+        measurements=rows or None,
+    )
+
+
+# --- conditions ------------------------------------------------------------------------------
+
+
+def _condition(prev: Mapping[str, Condition], type_: str, ok: bool, reason: str, message: str,
+               now: float, generation: int | None) -> Condition:
+    status = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+    old = prev.get(type_)
+    since = old.last_transition_time if old is not None and old.status == status else None
+    return Condition(
+        type=type_, status=status, reason=reason, message=_text(message) or "",
+        last_transition_time=since or to_rfc3339(now), observed_generation=generation,
+    )
+
+
+def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
+                   verdict: ApiVerdict | None, message: str) -> list[Condition]:
+    old = {c.type: c for c in prev or []}
+    now, gen = t.now, t.generation
+    out = []
+    if t.invalid is not None:
+        out.append(_condition(old, READY, False, "InvalidSpec", t.invalid, now, gen))
+    elif t.apply_error is not None:
+        out.append(_condition(old, READY, False, "ServeApplyFailed", t.apply_error, now, gen))
+    else:
+        weight = t.state.candidate_weight if t.state is not None else 0
+        out.append(_condition(old, READY, True, "ServeConfigApplied",
+                              f"the Serve config for {phase.value} (candidate {weight}%) is "
+                              "applied", now, gen))
+    moving = phase in (ApiPhase.PENDING, ApiPhase.PROGRESSING)
+    out.append(_condition(old, PROGRESSING, moving,
+                          "RolloutProgressing" if moving else phase.value, message, now, gen))
+    if t.invalid is not None:
+        degraded = (True, "InvalidSpec", t.invalid)
+    elif phase is ApiPhase.ROLLED_BACK:
+        degraded = (True, "RolledBack", message)
+    elif t.apply_error is not None:
+        degraded = (True, "ServeApplyFailed", t.apply_error)
+    elif verdict is ApiVerdict.ERROR:
+        degraded = (True, "AnalysisError", message)
+    else:
+        degraded = (False, "AsExpected", "")
+    out.append(_condition(old, DEGRADED, *degraded, now, gen))
+    no_data = old.get(NO_DATA)
+    raised = [c for c in (t.decision.conditions if t.decision else ()) if c.type == NO_DATA]
+    if raised:
+        c = raised[-1]
+        out.append(_condition(old, NO_DATA, c.status, c.reason, c.message, now, gen))
+    elif no_data is not None:
+        out.append(no_data.model_copy(update={"observed_generation": gen}))
+    else:
+        out.append(_condition(old, NO_DATA, False, "HasData", "", now, gen))
+    return out
+
+
+# --- events ----------------------------------------------------------------------------------
+
+_ACTION_EVENTS = {
+    Action.ADVANCE: (NORMAL, "StepAdvanced"),
+    Action.RESTART: (NORMAL, "Superseded"),
+    Action.PROMOTE: (NORMAL, "Promoted"),
+    Action.ROLLBACK: (WARNING, "RolledBack"),
+    Action.NO_DATA_TIMEOUT: (WARNING, "NoDataTimeout"),
+}
+
+
+def events_for(old: LVMRolloutStatus, new: LVMRolloutStatus, t: TickResult) -> list[Event]:
+    events = list(t.events)
+    d = t.decision
+    if d is not None and d.action in _ACTION_EVENTS:
+        kind, reason = _ACTION_EVENTS[d.action]
+        if d.action is Action.ADVANCE and d.state.current_step == 0:
+            reason = "Started"  # the first step (also after a retry)
+        events.append(Event(kind, reason, d.reason))
+    elif d is not None and d.guardrail is not None and d.guardrail.verdict.value == "breach":
+        k = t.plan.guardrails.consecutive_breaches if t.plan else 0
+        events.append(Event(WARNING, "GuardrailBreach",
+                            f"breach {d.state.consecutive_breaches}/{k}: {d.guardrail.summary}"))
+    if d is not None:
+        for c in d.conditions:
+            if c.type == NO_DATA and not c.status:
+                events.append(Event(NORMAL, c.reason, c.message))
+    old_verdict = old.last_analysis.verdict if old.last_analysis else None
+    new_verdict = new.last_analysis.verdict if new.last_analysis else None
+    if new_verdict != old_verdict and new.last_analysis is not None and (
+        d is None or d.action is Action.HOLD
+    ):
+        if new_verdict is ApiVerdict.ERROR:
+            events.append(Event(WARNING, "AnalysisError", new.last_analysis.reason or ""))
+        elif new_verdict is ApiVerdict.NO_DATA:
+            events.append(Event(NORMAL, "WaitingForData", new.message or ""))
+    old_c = {c.type: c for c in old.conditions or []}
+    for c in new.conditions or []:
+        before = old_c.get(c.type)
+        changed = before is None or before.status != c.status or before.reason != c.reason
+        if c.type == READY and changed and c.reason in ("ServeApplyFailed", "InvalidSpec"):
+            events.append(Event(WARNING, c.reason, c.message))
+        elif (c.type == READY and changed and before is not None
+              and before.reason == "ServeApplyFailed"):
+            events.append(Event(NORMAL, "ServeApplyRecovered", c.message))
+    return events
+
+
+# --- the whole status ------------------------------------------------------------------------
+
+_API_PHASE = {p: ApiPhase(p.value) for p in CorePhase}
+
+
+def compute(old: LVMRolloutStatus, t: TickResult) -> StatusUpdate:
+    """The new status after tick ``t``, its merge patch against ``old``, and the Events."""
+    new = old.model_copy(deep=True)
+    new.observed_generation = t.generation
+    if t.invalid is not None:
+        new.phase = ApiPhase.FAILED
+        new.message = _text(f"invalid spec: {t.invalid}")
+    else:
+        assert t.state is not None
+        s = t.state
+        new.phase = _API_PHASE[s.phase]
+        new.current_step = s.current_step
+        new.candidate_weight = s.candidate_weight
+        new.consecutive_breaches = s.consecutive_breaches
+        new.step_started_at = to_rfc3339(s.step_started_at)
+        ends = None
+        if (t.plan is not None and s.current_step is not None and s.step_started_at is not None
+                and s.paused_at is None and s.phase is CorePhase.PROGRESSING
+                and s.current_step < len(t.plan.steps)):
+            ends = s.step_started_at + t.plan.steps[s.current_step].duration_s
+        new.next_step_at = to_rfc3339(ends)
+        new.decision_state = state_to_status(s)
+        if t.serving is not None:
+            new.serving = t.serving
+        if t.message is not None:
+            new.message = _text(t.message)
+        elif t.decision is not None and (
+            t.decision.action is not Action.HOLD or t.decision.guardrail or t.decision.quality
+            or t.decision.conditions or not old.message
+        ):
+            # A plain hold between checks only restates the countdown: not worth a write.
+            new.message = _text(t.decision.reason)
+        if t.decision is not None:
+            outcomes = [o for o in (t.decision.guardrail, t.decision.quality) if o is not None]
+            analysis = last_analysis(outcomes, t.now)
+            if analysis is not None:
+                new.last_analysis = analysis
+    if t.command is not None:
+        new.last_command = t.command
+    if t.history_add:
+        new.history = [*(old.history or []), *t.history_add][-MAX_HISTORY:]
+    verdict = new.last_analysis.verdict if new.last_analysis else None
+    new.conditions = conditions_for(old.conditions, new.phase, t, verdict, new.message or "")
+    new = LVMRolloutStatus.model_validate(new.model_dump())  # re-check every constraint
+    patch = merge_patch(old.to_k8s(), new.to_k8s())
+    return StatusUpdate(new, patch, events_for(old, new, t))
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """RFC 7386 merge patch turning ``old`` into ``new`` (lists replaced whole); None if equal."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch or None

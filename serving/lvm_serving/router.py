@@ -1,0 +1,231 @@
+"""Pure routing and request validation for the router deployment (no Ray, no torch).
+
+:func:`choose_route` decides, for one request, which version answers the client and whether the
+candidate also answers in the shadow. The modes
+(:class:`~lvm_serving.serve_config.RoutingMode`):
+
+* ``weighted`` — the candidate gets ``candidate_weight`` percent of requests, uniformly at random;
+* ``userHash`` — a user's *bucket* (0..99, from a stable SHA-256 of the user key, never Python's
+  per-process randomised ``hash``) is compared with the weight: bucket < weight → candidate. The
+  candidate's users at 10% are therefore a subset of those at 20%, which are a subset of those at
+  50%: a user moved to the candidate stays there as the weight grows. A request without the user
+  key goes to the champion (deterministic and safe);
+* ``contextLength`` — a request whose context holds more than ``context_threshold`` vectors is
+  *eligible* and goes to the candidate with probability ``candidate_weight``; shorter contexts go
+  to the champion. Without a threshold every request is eligible. An eligible request that the
+  weight leaves on the champion has reason ``long_context``: the app cuts its context to the
+  champion's window (the most recent vectors) rather than refusing it.
+
+No candidate (``None``) or weight 0 → the champion answers everything. Shadow: when ``shadow`` is
+on and a candidate is named, the candidate also answers every request the champion answers (the
+client sees only the champion's answer), whatever the weight, so a weight-0 shadow phase works.
+
+:func:`parse_predict_request` validates a ``POST /predict`` JSON body and raises
+:class:`BadRequest` with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.serve_config import RouterConfig, RoutingMode
+
+TMD_DIM = NUM_LANES
+DEFAULT_K = 10
+MAX_K = 100
+NUM_BUCKETS = 100
+
+
+class BadRequest(ValueError):
+    """The client sent something invalid: answered with a 4xx and this message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# Routing
+
+
+def user_bucket(user_key: Any) -> int:
+    """Stable bucket 0..99 of a user key: the same on every replica, process and restart."""
+    digest = hashlib.sha256(str(user_key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % NUM_BUCKETS
+
+
+@dataclass(frozen=True)
+class Route:
+    version: str  # answers the client
+    shadow: str | None  # also answers, unseen by the client (the candidate), or None
+    reason: str  # why: "no_candidate", "weight", "user_bucket", "short_context", ...
+
+
+def choose_route(
+    config: RouterConfig,
+    *,
+    user_key: Any = None,
+    context_length: int | None = None,
+    rng: random.Random | None = None,
+) -> Route:
+    """Which version answers a request (and which one shadows it)."""
+    champion, candidate = config.champion, config.candidate
+    weight = max(0, min(100, int(config.candidate_weight)))
+
+    def to_champion(reason: str) -> Route:
+        shadow = candidate if (config.shadow and candidate and candidate != champion) else None
+        return Route(champion, shadow, reason)
+
+    if not candidate or candidate == champion:
+        return Route(champion, None, "no_candidate")
+    if weight <= 0:
+        return to_champion("weight_zero")
+    draw = (rng or random).random() * 100.0
+    match config.mode:
+        case RoutingMode.WEIGHTED:
+            return Route(candidate, None, "weight") if draw < weight else to_champion("weight")
+        case RoutingMode.USER_HASH:
+            if user_key is None or user_key == "":
+                return to_champion("no_user_key")
+            if user_bucket(user_key) < weight:
+                return Route(candidate, None, "user_bucket")
+            return to_champion("user_bucket")
+        case RoutingMode.CONTEXT_LENGTH:
+            threshold = config.context_threshold
+            if threshold is not None and (context_length or 0) <= threshold:
+                return to_champion("short_context")
+            if draw < weight:
+                return Route(candidate, None, "long_context")
+            return to_champion("long_context")
+    raise ValueError(f"unknown routing mode {config.mode!r}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# Request validation
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    context: np.ndarray  # float32 [T, D]
+    tmd: np.ndarray  # float32 [16]
+    lane: int
+    k: int
+    user_key: Any
+
+
+def _numeric_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise BadRequest(f"{what} must be an array of numbers, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{what} must be a rectangular array of numbers: {exc}") from None
+    return arr
+
+
+def parse_predict_request(
+    body: Any,
+    *,
+    dim: int,
+    max_context: int | None = None,
+    user_key_field: str = "user_id",
+    max_k: int = MAX_K,
+) -> PredictRequest:
+    """Validate a predict body: ``{context: [[float]*dim]*T, tmd: [16] | lane: int, k, user}``.
+
+    ``context_b64`` (base64 of little-endian float32 ``[T, dim]``) may replace ``context``: the
+    same data without the JSON number parsing that dominates latency at 768-d x 1000 vectors."""
+    if not isinstance(body, Mapping):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    if "context" in body:
+        context = _numeric_array(body["context"], "context")
+    elif "context_b64" in body:
+        context = _b64_context(body["context_b64"], dim)
+    else:
+        raise BadRequest("missing field 'context' ([T, D] list of concept vectors) or "
+                         "'context_b64' (base64 of little-endian float32 [T * D])")
+    if context.ndim != 2:
+        raise BadRequest(f"context must be a list of vectors [T, {dim}], got shape "
+                         f"{list(context.shape)}")
+    if context.shape[0] < 1:
+        raise BadRequest("context is empty: give at least one vector")
+    if context.shape[1] != dim:
+        raise BadRequest(f"context vectors must have dimension {dim}, got {context.shape[1]}")
+    if max_context is not None and context.shape[0] > max_context:
+        raise BadRequest(f"context too long: {context.shape[0]} vectors, at most {max_context}")
+    if not np.isfinite(context).all():
+        raise BadRequest("context holds NaN or Inf values")
+
+    tmd_value, lane_value = body.get("tmd"), body.get("lane")
+    if tmd_value is not None:
+        tmd = _numeric_array(tmd_value, "tmd")
+        if tmd.shape != (TMD_DIM,):
+            raise BadRequest(f"tmd must be a list of {TMD_DIM} numbers, got shape "
+                             f"{list(tmd.shape)}")
+        if not np.isfinite(tmd).all():
+            raise BadRequest("tmd holds NaN or Inf values")
+        lane = int(np.argmax(tmd))
+        if lane_value is not None and _lane(lane_value) != lane:
+            raise BadRequest(f"lane {lane_value} disagrees with the tmd vector's lane {lane}")
+    elif lane_value is not None:
+        lane = _lane(lane_value)
+        tmd = np.zeros(TMD_DIM, dtype=np.float32)
+        tmd[lane] = 1.0
+    else:
+        raise BadRequest(f"give the request's domain: 'tmd' ({TMD_DIM} numbers) or 'lane' "
+                         f"(0..{NUM_LANES - 1})")
+
+    k = body.get("k", DEFAULT_K)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise BadRequest(f"k must be an integer in 1..{max_k}, got {k!r}")
+    return PredictRequest(context=context, tmd=tmd, lane=lane, k=k,
+                          user_key=body.get(user_key_field))
+
+
+def _b64_context(value: Any, dim: int) -> np.ndarray:
+    """The compact form: base64 of the row-major little-endian float32 bytes of [T, D]."""
+    if not isinstance(value, str):
+        raise BadRequest("context_b64 must be a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"context_b64 is not valid base64: {exc}") from None
+    if len(raw) % (4 * dim):
+        raise BadRequest(f"context_b64 holds {len(raw)} bytes: not a whole number of "
+                         f"float32 vectors of dimension {dim}")
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, dim).astype(np.float32)
+
+
+def _lane(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < NUM_LANES:
+        raise BadRequest(f"unknown lane {value!r}: lanes are integers 0..{NUM_LANES - 1}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Shadow comparison
+
+
+def shadow_comparison(champion_vec: Any, champion_ids: Any, candidate_vec: Any,
+                      candidate_ids: Any) -> tuple[float, float]:
+    """(|top5 ∩ top5| / 5, cosine of the two predictions); non-finite cosine → 0."""
+    top_a = {int(i) for i in list(champion_ids)[:5]}
+    top_b = {int(i) for i in list(candidate_ids)[:5]}
+    overlap = len(top_a & top_b) / 5.0
+    a = np.asarray(champion_vec, dtype=np.float64)
+    b = np.asarray(candidate_vec, dtype=np.float64)
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cosine = float(a @ b) / denom if denom > 0 else 0.0
+    if not math.isfinite(cosine):
+        cosine = 0.0
+    return overlap, cosine

@@ -1,0 +1,364 @@
+"""The operator end to end: a real apiserver, a real Prometheus, the operator as a subprocess.
+
+* **apiserver**: the session's kube-apiserver with the LVMRollout and Kopf peering CRDs.
+* **metrics**: a ``prometheus_client`` exporter in this process serves series named exactly as
+  Ray exports the contract's metrics (``ray_lvm_requests_total{rollout,version,lane,shadow}``,
+  the latency histogram, errors, empty hits, feedback, hits); a background thread adds traffic
+  every 0.1 s from per-version *profiles* the test sets (latency, error share per lane, Hit@5
+  share...). A real Prometheus scrapes it every second. No Ray: the scenarios are deterministic.
+* **serving**: a DRY RUN. The operator runs with the FAKE recording backend
+  (``tests/integration/fake_serve_backend.py``): each apply becomes a JSON line with its time,
+  which is how the rollback reaction time is measured. (The real Ray-dashboard backend is
+  tested on its own; ``serving/lvm_serving/app.py`` did not exist when this test was written.)
+* **operator**: ``python -m lvm_operator.cli operator`` with the test kubeconfig, peering on
+  (lifetime 3 s, so a killed operator's record expires quickly).
+
+Time is compressed (steps of seconds, guardrails every second), never mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from helpers import eventually, wait_for_series
+from operator_harness import REPO, Operator, Profile, Traffic
+
+from lvm_operator.devstack.prometheus import PrometheusServer
+
+pytestmark = pytest.mark.stack
+
+CHAMPION, CANDIDATE = "v1", "v2"
+GUARD_S = 1.0  # guardrail interval
+SCRAPE_S = 1.0
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    kube: object
+    prom: PrometheusServer
+    traffic: Traffic
+    operator: Operator
+    backend_log: Path
+
+    def applies(self, rollout: str) -> list[dict]:
+        if not self.backend_log.exists():
+            return []
+        lines = [json.loads(x) for x in self.backend_log.read_text().splitlines() if x]
+        return [x for x in lines if x["rollout"] == rollout]
+
+    def get(self, ns: str, name: str = "lvm") -> dict:
+        out = self.kube.kubectl("get", "lvmrollout", name, "-n", ns, "-o", "json")
+        return json.loads(out.stdout)
+
+    def status(self, ns: str, name: str = "lvm") -> dict:
+        return self.get(ns, name).get("status") or {}
+
+    def wait_status(self, ns: str, pred, what: str, timeout_s: float = 30) -> dict:
+        try:
+            return eventually(lambda: (s := self.status(ns)) and pred(s) and s, timeout_s,
+                              what, interval_s=0.1)
+        except AssertionError as e:
+            status = json.dumps(self.status(ns), indent=1)[-4000:]
+            log = self.operator.log.read_text()[-4000:]
+            raise AssertionError(f"{e}\nstatus: {status}\noperator log tail:\n{log}") from None
+
+    def events(self, ns: str) -> list[dict]:
+        out = self.kube.kubectl("get", "events", "-n", ns, "-o", "json")
+        return json.loads(out.stdout)["items"]
+
+    def command(self, ns: str, value: str) -> str:
+        cid = uuid.uuid4().hex[:8]
+        self.kube.kubectl("annotate", "--overwrite", "lvmrollout/lvm", "-n", ns,
+                          f"lvm.rollout.io/command={value}", f"lvm.rollout.io/command-id={cid}")
+        return cid
+
+
+@pytest.fixture(scope="module")
+def env(kube, crd_installed, tools, tmp_path_factory) -> Iterator[Env]:
+    kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev",
+                 "--timeout=60s")
+    work = tmp_path_factory.mktemp("operator-e2e")
+    traffic = Traffic()
+    port = traffic.start()
+    prom = PrometheusServer(tools, work / "prom", jobs={"ray": [f"127.0.0.1:{port}"]},
+                            scrape_interval_s=SCRAPE_S)
+    operator = Operator(kube, work, work / "backend.jsonl")
+    try:
+        prom.start()
+        wait_for_series(prom, 'up{job="ray"} == 1', timeout_s=30)
+        operator.start()
+        yield Env(kube, prom, traffic, operator, work / "backend.jsonl")
+    finally:
+        operator.stop()
+        prom.stop()
+        traffic.stop()
+
+
+def manifest(ns: str, prom_url: str, steps, *, max_hold="30s", warm="3s",
+             consecutive=2, guard="1s") -> dict:
+    def version(v: str, pool: str) -> dict:
+        return {"version": v, "checkpoint": f"file:///tmp/lvm-e2e/{v}.safetensors",
+                "sha256": (v[-1] * 64), "family": "memory_gru", "contextLength": 100,
+                "nodePool": pool, "replicas": {"min": 1, "max": 2}}
+
+    return {
+        "apiVersion": "lvm.rollout.io/v1alpha1", "kind": "LVMRollout",
+        "metadata": {"name": "lvm", "namespace": ns},
+        "spec": {
+            "champion": version(CHAMPION, "a10"), "candidate": version(CANDIDATE, "a100"),
+            "conceptBank": {"uri": "file:///tmp/lvm-e2e/bank.npz"},
+            "steps": [{"weight": w, "duration": d} for w, d in steps],
+            "analysis": {
+                "guardrails": {"interval": guard, "consecutiveBreaches": consecutive},
+                "quality": {"interval": "1s", "window": "10s", "minRequests": 20},
+                "onNoData": {"action": "hold", "maxHold": max_hold},
+            },
+            "prometheus": {"url": prom_url},
+            "serve": {"backend": "rayDashboard", "url": "http://127.0.0.1:8265"},
+            "promotion": {"keepChampionWarmFor": warm},
+        },
+    }
+
+
+def start_rollout(env: Env, steps, *, traffic: bool = True, **kw) -> tuple[str, str]:
+    ns = env.kube.new_namespace("e2e")
+    rollout = f"{ns}/lvm"
+    if traffic:
+        env.traffic.set(rollout, CHAMPION, Profile(hit5_share=0.68))
+        env.traffic.set(rollout, CANDIDATE, Profile())
+    env.kube.apply(manifest(ns, env.prom.url, steps, **kw))
+    return ns, rollout
+
+
+def reasons(env: Env, ns: str) -> list[str]:
+    return [e["reason"] for e in sorted(env.events(ns), key=lambda e: e["lastTimestamp"])]
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def test_good_candidate_walks_the_steps_and_is_promoted(env):
+    ns, rollout = start_rollout(env, [(10, "2s"), (20, "2s"), (50, "2s"), (100, "2s")])
+    s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 60)
+    weights = [a["weight"] for a in env.applies(rollout)]
+    assert [w for i, w in enumerate(weights) if w and (i == 0 or weights[i - 1] != w)] == \
+        [10, 20, 50, 100]
+    last = env.applies(rollout)[-1]
+    assert (last["champion"], last["candidate"]) == (CANDIDATE, None)
+    outcomes = [(h["version"], h["outcome"]) for h in s["history"]]
+    assert outcomes == [(CHAMPION, "superseded"), (CANDIDATE, "promoted")]
+    assert s["serving"]["retiring"] == CHAMPION  # kept warm for 3 s...
+    assert CHAMPION in last["replicas"]
+    eventually(lambda: CHAMPION not in env.applies(rollout)[-1]["replicas"], 10,
+               "the old champion removed after its warm period")
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.operator.metrics_port}/metrics") as rsp:
+        exposition = rsp.read().decode()
+    assert 'lvm_operator_decisions_total{action="promote"}' in exposition
+    r = reasons(env, ns)
+    assert "Started" in r and r.count("StepAdvanced") == 3 and "Promoted" in r
+    assert {c["type"]: c["status"] for c in s["conditions"]}["Progressing"] == "False"
+
+
+def _first_sample_after(env: Env, rollout: str, t: float) -> float:
+    """Timestamp of the first scrape after ``t`` (the first one holding the breach)."""
+    sel = (f'ray_lvm_requests_total{{rollout="{rollout}",version="{CANDIDATE}",lane="0"}}'
+           f'[30s]')
+    (series,) = env.prom.query(sel)
+    return min(float(ts) for ts, _ in series["values"] if float(ts) > t)
+
+
+def test_p95_breach_rolls_back_within_two_intervals_and_a_scrape(env):
+    ns, rollout = start_rollout(env, [(20, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "pass"
+                    and s.get("candidateWeight") == 20, "a passing step 1", 30)
+    t_bad = time.time()
+    env.traffic.set(rollout, CANDIDATE, Profile(latency_s=0.02))  # P95 20 ms > 10 ms
+    s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "rollback", 20)
+    zero = next(a for a in env.applies(rollout) if a["t"] > t_bad and a["candidate"] is None)
+    reaction = zero["t"] - _first_sample_after(env, rollout, t_bad)
+    limit = 2 * GUARD_S + SCRAPE_S + 1.5  # slack: query latency, tick jitter
+    print(f"\nrollback reaction: {reaction:.2f} s from the first breaching scrape to 0% "
+          f"(limit {limit:.1f} s)")
+    assert reaction <= limit
+    assert zero["replicas"] == {CHAMPION: 2, CANDIDATE: 1}  # candidate kept, scaled down
+    assert "P95" in s["message"] and "> 10 ms" in s["message"]
+    assert s["history"][-1]["outcome"] == "rolledBack"
+    assert "RolledBack" in reasons(env, ns)
+
+
+def test_nan_errors_in_some_lanes_roll_back(env):
+    ns, rollout = start_rollout(env, [(50, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("candidateWeight") == 50, "step 1", 30)
+    env.traffic.set(rollout, CANDIDATE, Profile(error_share={"1": 0.2, "2": 0.2}))  # 10%
+    s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "rollback", 20)
+    assert "error rate" in s["message"]
+
+
+def test_regression_in_one_lane_is_caught(env):
+    ns, rollout = start_rollout(env, [(50, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("candidateWeight") == 50, "step 1", 30)
+    # Lane 3 fails; the others get better, so the candidate overall stays above both Hit@5
+    # thresholds ((3 x 90% + 0%) / 4 = 67.5%): only the per-lane rule can catch it.
+    env.traffic.set(rollout, CANDIDATE, Profile(hit5_share=0.9, lane_hit5={"3": 0.0}))
+    # "Fails completely" is a Hit@5 proxy of 0 over the whole 10 s quality window: the old
+    # hits must leave the window first (10 s + a scrape), then one quality check rolls back.
+    s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "rollback", 45)
+    assert "lane 3 fails completely" in s["message"]
+    assert "candidate Hit@5 proxy" not in s["message"]
+
+
+def test_one_short_spike_does_not_roll_back(env):
+    """A breach streak shorter than consecutiveBreaches resets on the next pass.
+
+    Arithmetic: guardrails every 2 s over a 4 s window; a 0.5 s spike of 20 ms requests is
+    12.5% of a window (> 5%: the P95 breaches) for at most 4 s + 0.5 s + one 1 s scrape = 5.5 s,
+    so at most 3 checks see it; consecutiveBreaches is 4.
+    """
+    ns, rollout = start_rollout(env, [(50, "12s"), (100, "2s")], guard="2s", consecutive=4)
+    env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "pass",
+                    "a pass", 30)
+    env.traffic.set(rollout, CANDIDATE, Profile(latency_s=0.02))
+    time.sleep(0.5)
+    env.traffic.set(rollout, CANDIDATE, Profile())
+    env.wait_status(ns, lambda s: s.get("consecutiveBreaches", 0) >= 1, "a breach", 10)
+    s = env.wait_status(ns, lambda s: s.get("consecutiveBreaches") == 0
+                        and s["lastAnalysis"]["verdict"] == "pass", "the streak reset", 15)
+    assert s["phase"] == "Progressing"
+    assert "GuardrailBreach" in reasons(env, ns) and "RolledBack" not in reasons(env, ns)
+    env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 30)
+
+
+def test_operator_killed_mid_step_resumes_the_same_step(env):
+    ns, _rollout = start_rollout(env, [(10, "2s"), (50, "12s"), (100, "2s")])
+    s = env.wait_status(ns, lambda s: s.get("currentStep") == 1, "step 2", 30)
+    started = s["stepStartedAt"]
+    env.operator.kill()
+    time.sleep(1.0)
+    env.operator.start()
+    s = env.wait_status(ns, lambda s: s.get("currentStep") == 2, "step 3 after restart", 40)
+    step2 = s["decisionState"]["stepStartedAt"]
+    # The step-2 timer survived: step 3 began 12 s (its dwell) after step 2's original start.
+    t1 = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    assert 12.0 <= step2 - t1 <= 12.0 + 4.0
+    env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 30)
+
+
+def test_manual_commands(env):
+    ns, rollout = start_rollout(env, [(10, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("phase") == "Progressing", "progressing", 30)
+
+    def run(value: str, result: str = "accepted") -> dict:
+        cid = env.command(ns, value)
+        s = env.wait_status(ns, lambda s: (s.get("lastCommand") or {}).get("id") == cid,
+                            f"command {value}", 20)
+        assert s["lastCommand"]["result"] == result, s["lastCommand"]
+        eventually(lambda: "lvm.rollout.io/command" not in
+                   env.get(ns)["metadata"].get("annotations", {}), 10, "annotation removed")
+        return s
+
+    s = run("pause")
+    env.wait_status(ns, lambda s: s.get("phase") == "Paused", "paused", 10)
+    run("pause", "rejected")
+    run("resume")
+    env.wait_status(ns, lambda s: s.get("phase") == "Progressing", "resumed", 10)
+    run("abort")
+    s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "aborted", 10)
+    assert s["history"][-1]["outcome"] == "aborted"
+    assert env.applies(rollout)[-1]["candidate"] is None
+    run("retry")
+    env.wait_status(ns, lambda s: s.get("phase") == "Progressing" and
+                    s.get("candidateWeight") == 10, "retried at step 1", 10)
+    run("promote")
+    s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promoted", 10)
+    assert env.applies(rollout)[-1]["champion"] == CANDIDATE
+    run("rollback:nope", "rejected")
+    run(f"rollback:{CHAMPION}")
+    s = env.wait_status(ns, lambda s: s["serving"]["champion"] == CHAMPION, "rolled back", 10)
+    assert s["phase"] == "RolledBack"
+    eventually(lambda: env.applies(rollout)[-1]["replicas"] == {CHAMPION: 2}, 10,
+               "only the old champion served")
+    r = reasons(env, ns)
+    for reason in ("CommandPause", "CommandResume", "CommandAbort", "CommandRetry",
+                   "CommandPromote", "CommandRollback", "CommandRejected"):
+        assert reason in r
+
+
+def test_no_traffic_holds_with_a_reason_then_raises_no_data(env):
+    ns, _rollout = start_rollout(env, [(10, "2s"), (100, "2s")], traffic=False, max_hold="4s")
+    s = env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "noData",
+                        "noData", 20)
+    assert s["phase"] == "Progressing" and s["currentStep"] == 0
+    assert "not receiving traffic" in s["message"]
+    s = env.wait_status(ns, lambda s: any(c["type"] == "NoData" and c["status"] == "True"
+                                          for c in s.get("conditions", [])), "NoData", 20)
+    assert s["currentStep"] == 0  # still holding
+    assert "NoDataTimeout" in reasons(env, ns)
+
+
+def test_prometheus_down_holds_then_continues(env):
+    ns, _rollout = start_rollout(env, [(10, "8s"), (100, "3s")])
+    env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "pass",
+                    "a pass", 30)
+    env.prom.stop()
+    try:
+        s = env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict")
+                            == "error", "error verdict", 20)
+        assert s["phase"] == "Progressing" and s["currentStep"] == 0
+        ends = datetime.fromisoformat(s["nextStepAt"].replace("Z", "+00:00")).timestamp()
+        time.sleep(max(0.0, ends - time.time()) + 1.5)  # past the dwell: still holding
+        assert env.status(ns)["currentStep"] == 0
+        assert {c["type"]: c["reason"] for c in env.status(ns)["conditions"]}["Degraded"] \
+            == "AnalysisError"
+    finally:
+        env.prom.start()
+    env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion after restart", 40)
+
+
+def test_new_candidate_mid_rollout_supersedes_and_restarts_at_step_one(env):
+    ns, rollout = start_rollout(env, [(10, "3s"), (50, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("currentStep") == 1, "step 2", 30)
+    env.traffic.set(rollout, "v3", Profile())
+    env.kube.kubectl("patch", "lvmrollout/lvm", "-n", ns, "--type=merge", "-p",
+                     json.dumps({"spec": {"candidate": {"version": "v3",
+                                                        "checkpoint": "file:///tmp/v3"}}}))
+    s = env.wait_status(ns, lambda s: (s.get("serving") or {}).get("candidate") == "v3"
+                        and s.get("currentStep") == 0, "restart with v3", 20)
+    assert s["candidateWeight"] == 10 and s["observedGeneration"] == 2
+    assert (s["history"][-1]["version"], s["history"][-1]["outcome"]) == (CANDIDATE,
+                                                                          "superseded")
+    assert "spec changed" in s["message"]
+    last = env.applies(rollout)[-1]
+    assert (last["candidate"], last["weight"]) == ("v3", 10)
+    assert "Superseded" in reasons(env, ns)
+
+
+def test_standby_operator_takes_over_when_the_leader_dies(env):
+    """Peering: a standby (priority 0) stays paused while the leader (priority 10) lives."""
+    standby = Operator(env.kube, env.operator.log_dir, env.backend_log, priority=0).start()
+    try:
+        # Kopf starts paused until it has seen the peers; the leader keeps it paused.
+        time.sleep(3.0)
+        assert "lvm_operator.controller: e2e-" not in standby.log.read_text()
+        assert "Resuming operations" not in standby.log.read_text()
+        env.operator.kill()
+        ns, _ = start_rollout(env, [(10, "60s"), (100, "60s")])
+        s = env.wait_status(ns, lambda s: s.get("phase") == "Progressing",
+                            "the standby reconciling", 30)
+        assert s["candidateWeight"] == 10
+        assert "Resuming operations" in standby.log.read_text()
+    finally:
+        standby.stop()
+        if env.operator.proc is None or env.operator.proc.poll() is not None:
+            env.operator.start()

@@ -1,0 +1,207 @@
+"""The reconcile tick with in-memory FAKES for the apiserver, Prometheus and the serve backend.
+
+Only what cannot be caused cheaply against the real stack lives here: an invalid object that
+admission would reject, a failing backend, a spec change mid-rollout, a clock pushed past a
+dwell. The real end-to-end behaviour is in ``tests/integration/test_operator_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from decision_fixtures import CHAMP, GOOD
+
+from lvm_operator.commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID
+from lvm_operator.controller.reconcile import Reconciler
+from lvm_operator.decision import Observations, VersionMetrics, WindowObservation
+
+RAW = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "local-fast.yaml")
+                     .read_text())
+CHAMPION, CANDIDATE = "phase1-baseline", "phase2-500ctx"
+
+
+def _apply_patch(target: dict, patch: dict) -> None:
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, dict) and isinstance(target.get(k), dict):
+            _apply_patch(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+class FakeKube:
+    api_client = None
+
+    def __init__(self, obj: dict) -> None:
+        self.obj = obj
+        self.events: list[tuple[str, str, str]] = []
+        self.status_writes = 0
+
+    def get(self, namespace, name):
+        return copy.deepcopy(self.obj)
+
+    def patch_status(self, namespace, name, patch):
+        self.status_writes += 1
+        _apply_patch(self.obj.setdefault("status", {}), patch)
+
+    def patch_metadata(self, namespace, name, metadata):
+        _apply_patch(self.obj["metadata"], metadata)
+
+    def post_event(self, obj, event):
+        self.events.append((event.type, event.reason, event.message))
+
+
+class FakeAnalysis:
+    def __init__(self) -> None:
+        self.candidate = VersionMetrics(**GOOD)
+
+    def observations(self, url, plan, due, rollout):
+        obs = WindowObservation(30.0, {CANDIDATE: self.candidate,
+                                       CHAMPION: VersionMetrics(**CHAMP)})
+        return Observations(guardrail=obs, quality=obs)
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.applied = []
+        self.fail: Exception | None = None
+
+    def apply(self, app):
+        if self.fail is not None:
+            raise self.fail
+        self.applied.append(app)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def setup(**spec_changes):
+    obj = copy.deepcopy(RAW)
+    obj["metadata"].update(namespace="ml", uid="u-1", generation=1)
+    obj["spec"].update(spec_changes)
+    kube, backend, clock = FakeKube(obj), FakeBackend(), Clock()
+    r = Reconciler(kube, backend_factory=lambda *a, **k: backend, analysis=FakeAnalysis(),
+                   clock=clock)
+    return r, kube, backend, clock
+
+
+def reasons(kube):
+    return [r for _, r, _ in kube.events]
+
+
+def test_invalid_object_is_failed_without_touching_serving():
+    r, kube, backend, _ = setup(steps=[{"weight": 50, "duration": "1s"}])  # last step not 100
+    r.tick("ml", "lvm-local")
+    assert kube.obj["status"]["phase"] == "Failed"
+    assert "steps" in kube.obj["status"]["message"]
+    assert backend.applied == []
+    assert reasons(kube) == ["InvalidSpec"]
+    r.tick("ml", "lvm-local")
+    assert reasons(kube) == ["InvalidSpec"]  # once, not every tick
+
+
+def test_walks_the_steps_applying_only_changed_configs():
+    r, kube, backend, clock = setup()
+    r.tick("ml", "lvm-local")
+    assert kube.obj["status"]["candidateWeight"] == 25 and len(backend.applied) == 1
+    for _ in range(5):  # checks every 2 s within the 10 s dwell: same config, not re-sent
+        clock.t += 2.0
+        r.tick("ml", "lvm-local")
+    assert kube.obj["status"]["candidateWeight"] == 50
+    assert [a.router.candidate_weight for a in backend.applied] == [25, 50]
+    writes = kube.status_writes
+    r.tick("ml", "lvm-local")  # nothing due at the same instant: no write at all
+    assert kube.status_writes == writes
+
+
+def test_backend_failure_is_a_condition_and_retried():
+    r, kube, backend, clock = setup()
+    backend.fail = ConnectionError("dashboard refused")
+    wait = r.tick("ml", "lvm-local")
+    assert wait <= 2.0
+    ready = {c["type"]: c for c in kube.obj["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ServeApplyFailed")
+    assert "dashboard refused" in ready["message"]
+    assert sorted(reasons(kube)) == ["ServeApplyFailed", "Started"]
+    backend.fail = None
+    clock.t += 1.0
+    r.tick("ml", "lvm-local")
+    ready = {c["type"]: c for c in kube.obj["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True" and len(backend.applied) == 1
+    assert "ServeApplyRecovered" in reasons(kube)
+
+
+def test_spec_change_mid_rollout_restarts_at_step_one():
+    r, kube, backend, clock = setup()
+    r.tick("ml", "lvm-local")
+    for _ in range(6):
+        clock.t += 2.0
+        r.tick("ml", "lvm-local")
+    assert kube.obj["status"]["currentStep"] == 1
+    kube.obj["spec"]["candidate"]["version"] = "phase3"
+    kube.obj["metadata"]["generation"] = 2
+    clock.t += 2.0
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["currentStep"] == 0 and s["candidateWeight"] == 25
+    assert s["observedGeneration"] == 2
+    assert "Superseded" in reasons(kube)
+    assert "spec changed" in s["message"]
+    assert s["history"][-1]["version"] == CANDIDATE
+    assert s["history"][-1]["outcome"] == "superseded"
+    assert backend.applied[-1].router.candidate == "phase3"
+
+
+def test_breaching_candidate_rolls_back_and_records_it():
+    r, kube, backend, clock = setup()
+    r.tick("ml", "lvm-local")
+    r.analysis.candidate = VersionMetrics(**{**GOOD, "error_rate": 0.05})
+    for _ in range(2):
+        clock.t += 2.0
+        r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["phase"] == "RolledBack" and s["candidateWeight"] == 0
+    assert s["history"][-1]["outcome"] == "rolledBack"
+    assert backend.applied[-1].router.candidate is None
+    assert {v.version: v.replicas for v in backend.applied[-1].versions}[CANDIDATE] == 1
+    assert reasons(kube).count("GuardrailBreach") == 1 and "RolledBack" in reasons(kube)
+
+
+def test_command_is_consumed_once_and_its_annotations_removed():
+    r, kube, _, clock = setup()
+    r.tick("ml", "lvm-local")
+    kube.obj["metadata"]["annotations"] = {ANNOTATION_COMMAND: "pause",
+                                           ANNOTATION_COMMAND_ID: "c1"}
+    clock.t += 0.5
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["lastCommand"]["id"] == "c1" and s["lastCommand"]["result"] == "accepted"
+    assert s["phase"] == "Paused"
+    assert ANNOTATION_COMMAND not in kube.obj["metadata"].get("annotations", {})
+    # the same id again (an annotation that came back) is not run twice
+    kube.obj["metadata"]["annotations"] = {ANNOTATION_COMMAND: "pause",
+                                           ANNOTATION_COMMAND_ID: "c1"}
+    r.tick("ml", "lvm-local")
+    assert reasons(kube).count("CommandPause") == 1
+    assert ANNOTATION_COMMAND not in kube.obj["metadata"].get("annotations", {})
+
+
+def test_malformed_commands_are_rejected_not_fatal():
+    r, kube, _, clock = setup()
+    r.tick("ml", "lvm-local")
+    for i, value in enumerate(("rollback:Not_A_Version!", "explode", "resume")):
+        kube.obj["metadata"]["annotations"] = {ANNOTATION_COMMAND: value,
+                                               ANNOTATION_COMMAND_ID: f"x{i}" * 200}
+        clock.t += 0.1
+        r.tick("ml", "lvm-local")
+        last = kube.obj["status"]["lastCommand"]
+        assert last["result"] == "rejected" and len(last["id"]) <= 253
+    assert reasons(kube).count("CommandRejected") == 3

@@ -1,0 +1,77 @@
+"""The operator's own metrics: scraped over real HTTP from serve_metrics and parsed back."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvm_operator.api.status import Phase
+from lvm_operator.metrics import OperatorMetrics, serve_metrics
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture
+def scraped():
+    metrics = OperatorMetrics()
+    server = serve_metrics(0, host="127.0.0.1", metrics=metrics)
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield metrics, url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_scrape_shows_every_metric(scraped):
+    metrics, url = scraped
+    metrics.set_phase("ml/a", Phase.PROGRESSING)
+    metrics.set_phase("ml/b", Phase.PROGRESSING)
+    metrics.set_phase("ml/c", None)  # no status yet: Pending
+    metrics.set_phase("ml/b", Phase.ROLLED_BACK)  # moves, not counted twice
+    metrics.record_decision("advance")
+    metrics.record_decision("advance")
+    metrics.record_decision("rollback")
+    metrics.observe_check("guardrail", 0.02)
+    with pytest.raises(RuntimeError), metrics.time_check("quality"):
+        raise RuntimeError("prometheus down")  # still timed
+    metrics.record_error("prometheus")
+    metrics.observe_reconcile_delay(1.5)
+    metrics.observe_reconcile_delay(-3)  # early counts as on time
+
+    resp = httpx.get(f"{url}/metrics", timeout=5)
+    assert resp.status_code == 200
+    got = samples(resp.text)
+
+    def phase(p):
+        return got[("lvm_operator_rollouts", (("phase", p),))]
+
+    assert phase("Progressing") == 1 and phase("RolledBack") == 1 and phase("Pending") == 1
+    assert phase("Promoted") == 0  # every phase is exported, zeros included
+    assert got[("lvm_operator_decisions_total", (("action", "advance"),))] == 2
+    assert got[("lvm_operator_decisions_total", (("action", "rollback"),))] == 1
+    assert got[("lvm_operator_check_duration_seconds_count", (("check", "guardrail"),))] == 1
+    assert got[("lvm_operator_check_duration_seconds_bucket",
+                (("check", "guardrail"), ("le", "0.025")))] == 1
+    assert got[("lvm_operator_check_duration_seconds_count", (("check", "quality"),))] == 1
+    assert got[("lvm_operator_errors_total", (("kind", "prometheus"),))] == 1
+    assert got[("lvm_operator_reconcile_delay_seconds_count", ())] == 2
+    assert got[("lvm_operator_reconcile_delay_seconds_sum", ())] == 1.5
+
+    metrics.forget("ml/a")
+    got = samples(httpx.get(f"{url}/metrics", timeout=5).text)
+    assert got[("lvm_operator_rollouts", (("phase", "Progressing"),))] == 0
+
+
+def test_own_registry_and_only_metrics_path(scraped):
+    _, url = scraped
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    assert "python_gc" not in text and "process_cpu" not in text  # not the global registry
+    assert httpx.get(f"{url}/", timeout=5).status_code == 404

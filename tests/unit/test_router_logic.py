@@ -1,0 +1,252 @@
+"""The router's pure logic: routing modes, shadow, feedback tokens, request validation."""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lvm_serving.feedback import TokenError, TokenSigner, dequantize, keys_from_env, quantize
+from lvm_serving.models.predictor import hits
+from lvm_serving.router import (
+    BadRequest,
+    choose_route,
+    parse_predict_request,
+    shadow_comparison,
+    user_bucket,
+)
+from lvm_serving.serve_config import RouterConfig, RoutingMode
+
+D = 8
+
+
+def cfg(**kw) -> RouterConfig:
+    return RouterConfig(rollout="ns/r", **{"champion": "A", "candidate": "B", **kw})
+
+
+def share(config: RouterConfig, n: int = 20_000, seed: int = 1, **kw) -> float:
+    rng = random.Random(seed)
+    return sum(choose_route(config, rng=rng, **kw).version == "B" for _ in range(n)) / n
+
+
+# ---- routing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [1, 10, 20, 50, 90])
+def test_weighted_split_within_statistical_bounds(weight):
+    n = 20_000
+    p = weight / 100
+    assert abs(share(cfg(candidate_weight=weight), n) - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("config", [cfg(candidate=None, candidate_weight=50),
+                                    cfg(candidate_weight=0),
+                                    cfg(candidate="A", candidate_weight=100)])
+def test_no_candidate_or_zero_weight_is_champion_only(config):
+    assert share(config, 500) == 0
+
+
+def test_weight_100_sends_everything_to_the_candidate():
+    assert share(cfg(candidate_weight=100), 500) == 1
+
+
+def test_user_bucket_is_stable_across_processes():
+    # Python's hash() is salted per process; the bucket must not be.
+    code = "from lvm_serving.router import user_bucket; print(user_bucket('alice'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "123"}).stdout
+    assert int(out) == user_bucket("alice")
+    buckets = [user_bucket(f"u{i}") for i in range(10_000)]
+    assert min(buckets) == 0 and max(buckets) == 99
+    counts = np.bincount(buckets, minlength=100)
+    assert counts.min() > 50 and counts.max() < 150  # roughly uniform
+
+
+def test_sticky_users_nest_10_in_20_in_50():
+    users = [f"user-{i}" for i in range(5000)]
+    on_b = {}
+    for weight in (10, 20, 50, 100):
+        config = cfg(mode=RoutingMode.USER_HASH, candidate_weight=weight)
+        on_b[weight] = {u for u in users if choose_route(config, user_key=u).version == "B"}
+        # sticky: the same user gets the same answer every time
+        assert all(choose_route(config, user_key=u).version == "B" for u in list(on_b[weight])[:50])
+        assert abs(len(on_b[weight]) / len(users) - weight / 100) < 0.03
+    assert on_b[10] <= on_b[20] <= on_b[50] <= on_b[100] == set(users)
+
+
+def test_user_hash_without_a_user_key_goes_to_the_champion():
+    config = cfg(mode=RoutingMode.USER_HASH, candidate_weight=99)
+    assert choose_route(config, user_key=None).version == "A"
+    assert choose_route(config, user_key="").version == "A"
+    assert choose_route(config, user_key=12345).version in {"A", "B"}  # any JSON scalar works
+
+
+def test_context_length_routing():
+    config = cfg(mode=RoutingMode.CONTEXT_LENGTH, context_threshold=100, candidate_weight=100)
+    assert choose_route(config, context_length=100).version == "A"
+    assert choose_route(config, context_length=50).version == "A"
+    assert choose_route(config, context_length=101).version == "B"
+    half = cfg(mode=RoutingMode.CONTEXT_LENGTH, context_threshold=100, candidate_weight=50)
+    assert share(half, 4000, context_length=500) == pytest.approx(0.5, abs=0.04)
+    assert share(half, 500, context_length=10) == 0
+    no_threshold = cfg(mode=RoutingMode.CONTEXT_LENGTH, candidate_weight=100)
+    assert choose_route(no_threshold, context_length=1).version == "B"
+
+
+def test_shadow_decision():
+    on = cfg(candidate_weight=0, shadow=True)
+    route = choose_route(on)
+    assert (route.version, route.shadow) == ("A", "B")  # weight-0 shadow phase
+    half = cfg(candidate_weight=50, shadow=True)
+    rng = random.Random(3)
+    routes = [choose_route(half, rng=rng) for _ in range(2000)]
+    assert all(r.shadow == "B" for r in routes if r.version == "A")
+    assert all(r.shadow is None for r in routes if r.version == "B")  # never shadows itself
+    assert choose_route(cfg(candidate=None, shadow=True)).shadow is None
+    assert choose_route(cfg(candidate_weight=50)).shadow is None  # shadow off
+    short = cfg(mode=RoutingMode.CONTEXT_LENGTH, context_threshold=10, candidate_weight=100,
+                shadow=True)
+    assert choose_route(short, context_length=5).shadow == "B"
+
+
+def test_shadow_comparison():
+    v = np.ones(4)
+    assert shadow_comparison(v, [1, 2, 3, 4, 5, 9], v, [5, 4, 3, 2, 1]) == (1.0, pytest.approx(1))
+    overlap, cosine = shadow_comparison(v, [1, 2, 3, 4, 5], -v, [1, 2, 6, 7, 8])
+    assert overlap == pytest.approx(0.4) and cosine == pytest.approx(-1)
+    assert shadow_comparison(np.zeros(4), [1], v, [1])[1] == 0.0
+
+
+# ---- feedback tokens -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signer() -> TokenSigner:
+    return TokenSigner([b"k1"], ttl_s=60)
+
+
+def _unit(seed: int, d: int = 64) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(d)
+    return v / np.linalg.norm(v)
+
+
+def test_token_roundtrip_carries_what_feedback_needs(signer):
+    vec = _unit(0)
+    token = signer.sign(rollout="ns/r", version="B", lane=7, ids=list(range(100, 115)),
+                        vector=vec, now=1000)
+    claims = signer.verify(token, now=1030)
+    assert (claims.rollout, claims.version, claims.lane) == ("ns/r", "B", 7)
+    assert claims.ids == list(range(100, 110))  # top-10 only
+    cos = float(claims.vector @ vec / np.linalg.norm(claims.vector))
+    assert cos > 0.9995  # int8 quantisation keeps the direction
+
+
+def test_token_proxies_match_the_unquantised_vector():
+    for seed in range(50):
+        vec, clicked = _unit(seed), _unit(seed + 1000)
+        clicked = 0.7 * vec + 0.3 * clicked  # cosines spread around the thresholds
+        exact = hits(vec, [[1] * 10], [1], clicked)
+        approx = hits(dequantize(quantize(vec)), [[1] * 10], [1], clicked)
+        true_cos = float(vec @ clicked / np.linalg.norm(clicked))
+        if all(abs(true_cos - t) > 2e-3 for t in (0.4, 0.6, 0.8)):
+            assert {k: bool(v[0]) for k, v in exact.items()} == \
+                {k: bool(v[0]) for k, v in approx.items()}
+
+
+def test_tampered_forged_and_expired_tokens_are_refused(signer):
+    token = signer.sign(rollout="ns/r", version="B", lane=1, ids=[1, 2], vector=_unit(1), now=0)
+    payload, sig = token.split(".")
+    tampered = payload[:10] + ("x" if payload[10] != "x" else "y") + payload[11:] + "." + sig
+    with pytest.raises(TokenError, match="signature") as exc:
+        signer.verify(tampered, now=1)
+    assert exc.value.status == 403
+    other = TokenSigner([b"another key"]).sign(rollout="ns/r", version="B", lane=1, ids=[1],
+                                               vector=_unit(1), now=0)
+    with pytest.raises(TokenError, match="signature"):
+        signer.verify(other, now=1)
+    with pytest.raises(TokenError, match="expired") as exc:
+        signer.verify(token, now=61)
+    assert exc.value.status == 403
+    for garbage in ("", "abc", "a.b.c", None, 42, "payload.!!!"):
+        with pytest.raises(TokenError) as exc:
+            signer.verify(garbage, now=1)
+        assert exc.value.status in (400, 403)
+
+
+def test_key_rotation_and_env_keys(monkeypatch):
+    old = TokenSigner([b"old"]).sign(rollout="r", version="v", lane=0, ids=[1], vector=_unit(2))
+    monkeypatch.setenv("LVM_TEST_KEY", "new, old")
+    keys, derived = keys_from_env("LVM_TEST_KEY", "x")
+    assert keys == [b"new", b"old"] and not derived
+    rotated = TokenSigner(keys)
+    assert rotated.verify(old).version == "v"  # still accepted while "old" is listed
+    assert TokenSigner([b"new"]).verify(rotated.sign(rollout="r", version="w", lane=0, ids=[1],
+                                                     vector=_unit(2))).version == "w"
+    monkeypatch.delenv("LVM_TEST_KEY")
+    keys, derived = keys_from_env("LVM_TEST_KEY", "app")
+    assert derived and keys == keys_from_env("LVM_TEST_KEY", "app")[0]  # stable across replicas
+
+
+# ---- input validation ------------------------------------------------------------------------
+
+
+def body(**kw):
+    return {"context": [[0.5] * D] * 3, "lane": 2, **kw}
+
+
+def test_valid_request_with_lane_or_tmd():
+    req = parse_predict_request(body(user_id="u1", k=5), dim=D)
+    assert req.context.shape == (3, D) and req.lane == 2 and req.k == 5 and req.user_key == "u1"
+    assert req.tmd.argmax() == 2 and req.tmd.sum() == 1
+    tmd = [0.0] * 16
+    tmd[9] = 0.8
+    req = parse_predict_request({"context": [[0.1] * D], "tmd": tmd, "uid": 7}, dim=D,
+                                user_key_field="uid")
+    assert req.lane == 9 and req.k == 10 and req.user_key == 7
+
+
+def test_compact_base64_context():
+    ctx = np.arange(3 * D, dtype="<f4").reshape(3, D) / 100
+    b64 = base64.b64encode(ctx.tobytes()).decode()
+    req = parse_predict_request({"context_b64": b64, "lane": 1}, dim=D)
+    np.testing.assert_array_equal(req.context, ctx)
+    with pytest.raises(BadRequest, match="whole number"):
+        parse_predict_request({"context_b64": b64[:-8], "lane": 1}, dim=D)
+    with pytest.raises(BadRequest, match="not valid base64"):
+        parse_predict_request({"context_b64": "%%%", "lane": 1}, dim=D)
+    nan = base64.b64encode(np.full((1, D), np.nan, dtype="<f4").tobytes()).decode()
+    with pytest.raises(BadRequest, match="NaN"):
+        parse_predict_request({"context_b64": nan, "lane": 1}, dim=D)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ([1, 2], "JSON object"),
+    ({"lane": 1}, "missing field 'context'"),
+    (body(context="abc"), "array of numbers"),
+    (body(context=[[0.1] * D, [0.1] * 3]), "rectangular"),
+    (body(context=[0.1] * D), "list of vectors"),
+    (body(context=[[0.1] * (D + 1)]), f"dimension {D}"),
+    (body(context=[]), "list of vectors"),
+    (body(context=[[math.nan] * D]), "NaN"),
+    (body(context=[[math.inf] * D]), "NaN or Inf"),
+    (body(lane=16), "unknown lane"),
+    (body(lane=-1), "unknown lane"),
+    (body(lane="3"), "unknown lane"),
+    ({"context": [[0.1] * D]}, "'tmd'"),
+    (body(lane=None, tmd=[1.0] * 15), "tmd must be"),
+    (body(lane=None, tmd=[math.nan] * 16), "tmd holds NaN"),
+    (body(tmd=[0.0] * 15 + [1.0]), "disagrees"),
+    (body(k=0), "k must be"),
+    (body(k=1000), "k must be"),
+    (body(k=True), "k must be"),
+    (body(context=[[0.1] * D] * 11), "context too long"),
+])
+def test_bad_requests_name_the_problem(data, needle):
+    with pytest.raises(BadRequest, match=needle.replace("(", r"\(")) as exc:
+        parse_predict_request(data, dim=D, max_context=10)
+    assert exc.value.status == 400
