@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -116,6 +117,9 @@ def start_ray_cluster(
     # Ray puts unix sockets under temp_dir; their paths must stay under ~100 chars.
     temp_dir = Path(tempfile.mkdtemp(prefix="lvmray-", dir="/tmp"))
     env = ray_env()
+    # The routers sign feedback tokens with this key; every node needs the same one. A fresh
+    # key per local cluster: tokens from an earlier stack are (rightly) refused.
+    env["LVM_FEEDBACK_KEY"] = secrets.token_hex(32)
     names = ["gcs", "dashboard", "client", "metrics", "agent_http", "agent_grpc", "runtime_env",
              "node_manager", "object_manager"]
     head_ports = dict(zip(names, free_ports(len(names)), strict=True))
