@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -92,8 +93,10 @@ def build_requests(config: LoadConfig) -> list[tuple[dict, int]]:
         contexts, targets, lanes = world.sample(rng, per_length, length, lanes=lanes)
         tmd = one_hot_tmd(lanes)
         for ctx, target, lane_tmd in zip(contexts, targets, tmd, strict=True):
+            # base64 float32 instead of JSON numbers: several times cheaper to build and parse.
+            context = np.ascontiguousarray(world.vectors[ctx], dtype="<f4")
             payload = {
-                "context": np.round(world.vectors[ctx], 5).tolist(),
+                "context_b64": base64.b64encode(context.tobytes()).decode("ascii"),
                 "tmd": lane_tmd.tolist(),
                 "user_id": f"user-{int(rng.integers(config.users))}",
                 "k": config.k,

@@ -48,15 +48,25 @@ def test_dev_up_status_env_down(tmp_path):
     assert run_cli("dev", "status", "--run-dir", str(run_dir)).returncode == 1
 
 
-def test_demo_runs_and_leaves_nothing(tmp_path):
+def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
+    """The README's first command, end to end: a real progressive rollout on real components."""
     run_dir = tmp_path / "demo"
-    demo = run_cli("demo", "--run-dir", str(run_dir), timeout=600)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "lvmrollouts.lvm.rollout.io serverside-applied" in demo.stdout
-    assert "lvmrollout.lvm.rollout.io/" in demo.stdout  # the example applied
-    assert "PHASE" in demo.stdout  # kubectl get with printer columns
-    assert "ray_ series" in demo.stdout
-    assert "everything stopped" in demo.stdout
+    demo = run_cli("demo", "--run-dir", str(run_dir), timeout=1200)
+    out = demo.stdout
+    assert demo.returncode == 0, out[-4000:] + demo.stderr[-2000:]
+    # The good candidate walked every step and was promoted...
+    assert "promoted v2-longer-training" in out
+    assert out.count("StepAdvanced") >= 3
+    # ...and the slow one (15 ms injected per request) was rolled back by the latency guardrail.
+    assert "RolledBack" in out and "v3-slow" in out
+    rolled = [line for line in out.splitlines() if line.startswith("Warning   RolledBack")]
+    assert rolled and "P95" in rolled[0] and "> 10 ms" in rolled[0], rolled
+    assert "requests failed        0" in out
+    report = run_dir / "report"
+    assert (report / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    page = (report / "report.html").read_text()
+    assert "Promoted" in page and "RolledBack" in page
+    assert "everything stopped" in out
     assert not (run_dir / "state.json").exists()
     leftover = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
     assert leftover.stdout == "", f"processes left behind: {leftover.stdout}"

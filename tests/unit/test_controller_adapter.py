@@ -41,7 +41,7 @@ def test_plan_numbers_from_the_example():
     assert p.guardrails.window_s == 4.0  # 2 x 2 s
     assert p.quality.interval_s == 5.0 and p.quality.window_s == 30.0
     assert p.quality.min_requests == 20
-    assert p.quality.lane_min_requests == 2  # ceil(20 / 16 lanes)
+    assert p.quality.lane_min_requests == 20  # max(floor 20, ceil(20 / 16 lanes) = 2)
     # milliseconds -> seconds; the seed's defaults filled by the API
     assert p.success.p95_latency_seconds == pytest.approx(0.005)
     assert p.rollback.p95_latency_seconds == pytest.approx(0.010)
@@ -64,9 +64,12 @@ def test_guardrail_window_is_two_intervals_with_a_floor(interval, window_s):
     assert p.guardrails.window_s == window_s
 
 
-@pytest.mark.parametrize(("min_requests", "lane_min"), [(0, 1), (1, 1), (16, 1), (17, 2),
-                                                       (1000, 63)])
-def test_lane_minimum_is_an_even_share_of_the_version_minimum(min_requests, lane_min):
+@pytest.mark.parametrize(("min_requests", "lane_min"), [
+    (0, 20), (16, 20),          # below the floor: a lane needs 20 feedback events to be judged
+    (320, 20), (321, 21),       # ceil(320 / 16) = 20; ceil(321 / 16) = 21
+    (1000, 63),                 # ceil(1000 / 16)
+])
+def test_lane_minimum_is_an_even_share_with_a_floor(min_requests, lane_min):
     p = adapter.plan_for(spec(analysis__quality={"minRequests": min_requests}))
     assert p.quality.lane_min_requests == lane_min
 
@@ -141,7 +144,7 @@ def test_weights_and_replicas_while_rolling_out(weight, shadow, champ, cand):
     assert (app.router.candidate_weight, app.router.shadow) == (weight, shadow)
     assert replicas(app) == {"phase1-baseline": champ, "phase2-500ctx": cand}
     pools = {v.version: v.node_pool for v in app.versions}
-    assert pools == {"phase1-baseline": "a10", "phase2-500ctx": "a100"}
+    assert pools == {"phase1-baseline": "pool_a10", "phase2-500ctx": "pool_a100"}  # the example
 
 
 def test_rollback_sends_everything_to_the_champion_and_keeps_the_candidate_small():

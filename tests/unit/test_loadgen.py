@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 
 from lvm_serving.loadgen import LoadConfig, build_requests
 from lvm_serving.synthetic import SyntheticWorld, WorldSpec
+
+
+def context_of(payload: dict) -> np.ndarray:
+    raw = base64.b64decode(payload["context_b64"])
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, 64)
 
 
 def test_requests_cover_lanes_lengths_and_click_the_true_next_concept():
@@ -17,11 +24,11 @@ def test_requests_cover_lanes_lengths_and_click_the_true_next_concept():
     assert len(pool) == 400
     lanes = {int(np.argmax(p["tmd"])) for p, _ in pool}
     assert lanes == set(range(16))
-    assert {len(p["context"]) for p, _ in pool} == {4, 12}
-    assert {len(p["context"][0]) for p, _ in pool} == {64}
+    contexts = [context_of(p) for p, _ in pool]
+    assert {c.shape for c in contexts} == {(4, 64), (12, 64)}
     assert len({p["user_id"] for p, _ in pool}) > 25
     for payload, clicked in pool[:50]:
-        last = np.asarray(payload["context"][-1], dtype=np.float32)
+        last = context_of(payload)[-1]
         last_id = int(np.argmax(world.vectors @ last))
         assert clicked == int(world.successor[last_id])
         assert world.lanes[clicked] == int(np.argmax(payload["tmd"]))

@@ -80,10 +80,15 @@ def guardrail_window_s(interval_s: float) -> float:
     return max(GUARDRAIL_WINDOW_INTERVALS * interval_s, MIN_GUARDRAIL_WINDOW_S)
 
 
+#: A lane's Hit@5 proxy is a proportion; from fewer feedback events than this it is noise
+#: (0 hits out of 2 is not "a lane failing completely"), so such lanes are reported, not judged.
+LANE_MIN_REQUESTS_FLOOR = 20
+
+
 def lane_min_requests(min_requests: int) -> int:
     """Evidence one lane needs on both versions before it is compared: an even share of the
-    version's minimum over the 16 lanes (at least 1)."""
-    return max(1, math.ceil(min_requests / mc.NUM_LANES))
+    version's minimum over the 16 lanes, and never fewer than ``LANE_MIN_REQUESTS_FLOOR``."""
+    return max(LANE_MIN_REQUESTS_FLOOR, math.ceil(min_requests / mc.NUM_LANES))
 
 
 def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
