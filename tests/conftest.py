@@ -154,3 +154,16 @@ def prometheus_factory(tools, tmp_path) -> Iterator:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def serve_http_port(ray_cluster) -> int:
+    """The one HTTP port Ray Serve listens on for the whole session.
+
+    Serve takes ``http_options`` only when it first starts; a module that left Serve running
+    (with its own port) would make the next module's router unreachable. Every test that
+    deploys to the session's cluster uses this port.
+    """
+    from lvm_operator.devstack.procs import free_port
+
+    return free_port()

@@ -26,7 +26,6 @@ from helpers import eventually
 
 from lvm_operator.backends import AppStatus, BackendRejected
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
-from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.ray_cluster import node_pool_of
 from lvm_serving.serve_config import AppSpec, RouterConfig, VersionSpec
 
@@ -60,9 +59,9 @@ class CountingBackend:
 
 
 @pytest.fixture(scope="module")
-def dashboard(ray_cluster):
+def dashboard(ray_cluster, serve_http_port):
     url = ray_cluster.dashboard_url
-    yield CountingBackend(url, free_port())
+    yield CountingBackend(url, serve_http_port)
     httpx.delete(f"{url}/api/serve/applications/", timeout=60)
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from lvm_operator.devstack.procs import session_processes
 
 CLI = str(Path(sys.executable).parent / "lvm-rollout")
@@ -48,9 +50,23 @@ def test_dev_up_status_env_down(tmp_path):
     assert run_cli("dev", "status", "--run-dir", str(run_dir)).returncode == 1
 
 
+STACK_PROCESS_NAMES = ("raylet", "gcs_server", "kube-apiserver", "etcd", "prometheus",
+                       "lvm-rollout")
+
+
+def stack_pids() -> set[int]:
+    pids = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if any(name in cmd for name in STACK_PROCESS_NAMES) and "pytest" not in cmd:
+            pids.add(proc.pid)
+    return pids
+
+
 def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
     """The README's first command, end to end: a real progressive rollout on real components."""
     run_dir = tmp_path / "demo"
+    before = stack_pids()
     demo = run_cli("demo", "--run-dir", str(run_dir), timeout=1200)
     out = demo.stdout
     assert demo.returncode == 0, out[-4000:] + demo.stderr[-2000:]
@@ -68,5 +84,6 @@ def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
     assert "Promoted" in page and "RolledBack" in page
     assert "everything stopped" in out
     assert not (run_dir / "state.json").exists()
-    leftover = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
-    assert leftover.stdout == "", f"processes left behind: {leftover.stdout}"
+    leftover = [psutil.Process(pid).cmdline() for pid in stack_pids() - before
+                if psutil.pid_exists(pid)]
+    assert not leftover, f"processes left behind: {leftover}"

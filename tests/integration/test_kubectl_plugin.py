@@ -202,8 +202,8 @@ def test_status_renders_everything(env, api, rollout):
     out = kubectl(env, "lvm", "status", name, "-n", ns).stdout
     for expected in [
         f"{ns}/{name}", "Progressing", "Candidate weight", "50%",
-        "phase1-baseline (memory_gru, 100 ctx, pool a10)",
-        "phase2-500ctx (memory_gru, 500 ctx, pool a100)",
+        "phase1-baseline (memory_gru, 100 ctx, pool pool_a10)",
+        "phase2-500ctx (memory_gru, 500 ctx, pool pool_a100)",
         "Step", "2/3",
         "Next step", "in 9m",  # nextStepAt is 10 minutes after the status was built
         "1 in a row (rollback at 2)",

@@ -25,7 +25,6 @@ from helpers import eventually
 from operator_harness import REPO, Operator
 
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
-from lvm_operator.devstack.procs import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -75,14 +74,14 @@ def _manifest(ns: str, trained: dict, dashboard: str, prometheus: str) -> dict:
 
 
 def test_operator_drives_the_real_serve_app(kube, crd_installed, ray_cluster, prometheus,
-                                            trained, tmp_path):
+                                            trained, tmp_path, serve_http_port):
     kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
     kube.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev",
                  "--timeout=60s")
     ns = kube.new_namespace("ray-op")
     operator = Operator(kube, tmp_path, None, peering="lvm-rollout-ray", scope=("--namespace", ns),
                         extra_env={"LVM_RAY_SERVE_HTTP_HOST": "127.0.0.1",
-                                   "LVM_RAY_SERVE_HTTP_PORT": str(free_port())})
+                                   "LVM_RAY_SERVE_HTTP_PORT": str(serve_http_port)})
     ray = RayDashboardBackend(ray_cluster.dashboard_url)
 
     def live():

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from helpers import eventually, wait_for_series
 
-from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.ray_cluster import node_pool_of
 from lvm_serving import metrics_contract as mc
 from lvm_serving.serve_config import (
@@ -134,8 +133,8 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, trained) -> Served:
-    s = Served(ray_cluster.dashboard_url, free_port(), trained)
+def served(ray_cluster, trained, serve_http_port) -> Served:
+    s = Served(ray_cluster.dashboard_url, serve_http_port, trained)
     s.apply()
 
     def all_running():

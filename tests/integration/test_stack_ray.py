@@ -6,7 +6,6 @@ import httpx
 from helpers import eventually, wait_for_series
 from prometheus_api_client import PrometheusConnect
 
-from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.ray_cluster import node_pool_of
 
 
@@ -28,9 +27,9 @@ def test_prometheus_scrapes_ray(prometheus):
     assert result and result[0]["metric"]["job"] == "ray" and int(result[0]["value"][1]) > 0
 
 
-def test_serve_replicas_land_on_their_pool(ray_cluster):
+def test_serve_replicas_land_on_their_pool(ray_cluster, serve_http_port):
     dashboard = ray_cluster.dashboard_url
-    http_port = free_port()
+    http_port = serve_http_port
     config = {
         "proxy_location": "HeadOnly",  # one proxy: both nodes share this host's ports
         "http_options": {"host": "127.0.0.1", "port": http_port},
