@@ -23,7 +23,8 @@ ANNOTATION_COMMAND_ID = "lvm.rollout.io/command-id"
 
 class Verb(StrEnum):
     PROMOTE = "promote"  # skip the remaining steps: promote now (checks still recorded)
-    ABORT = "abort"  # all traffic to the champion, candidate kept scaled down; phase Aborted
+    ABORT = "abort"  # all traffic to the champion, candidate kept scaled down; phase RolledBack,
+    #                  recorded as "aborted" in history and status.lastCommand
     RETRY = "retry"  # after a rollback/abort: start again from step 1 with the same candidate
     PAUSE = "pause"  # freeze step timers; guardrail rollbacks stay armed
     RESUME = "resume"

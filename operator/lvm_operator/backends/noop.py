@@ -93,3 +93,9 @@ class NoopBackend:
         live = router_config_of(next((a for a in self.applications
                                       if a["name"] == app.application), None))
         return live is not None and live.to_dict() == app.router.to_dict()
+
+
+def dry_run_factory(serve_spec, *, namespace=None, kube_api_client=None) -> NoopBackend:
+    """A DRY-RUN backend factory for ``LVM_SERVE_BACKEND_FACTORY``: every rollout records its
+    Serve config instead of applying it (scale benchmarks, dry runs)."""
+    return NoopBackend()

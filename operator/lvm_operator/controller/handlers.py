@@ -118,6 +118,20 @@ def ensure_peering_object(api_client: Any, name: str, namespaces: list[str] | No
     for ns in targets:
         kind = "ClusterKopfPeering" if ns is None else "KopfPeering"
         body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+        # Look before creating: the Helm chart creates the object and grants get/patch on that
+        # one name but no create (create cannot be limited to a name), so a blind create would
+        # log a 403 on every start.
+        try:
+            if ns is None:
+                api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+            else:
+                api.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name)
+            continue
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("cannot read %s %s (HTTP %s): peering needs it; apply "
+                            "crds/kopf-peering.yaml", kind, name, e.status)
+                continue
         try:
             if ns is None:
                 api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
