@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 from lvm_operator.analysis.prometheus import PrometheusReader
@@ -33,6 +32,7 @@ from lvm_operator.demo import (
     artifacts,
     rollout_manifest,
     start_operator,
+    wait_for_router,
 )
 from lvm_operator.devstack.procs import free_ports
 from lvm_operator.devstack.stack import start_stack
@@ -83,14 +83,7 @@ def main() -> int:
             manifest["spec"]["analysis"]["guardrails"]["consecutiveBreaches"] = 2
             _kubectl(stack, "apply", "-f", "-", input=yaml.safe_dump(manifest))
             router = f"http://127.0.0.1:{serve_port}/{app}"
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{router}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+            wait_for_router(router, stack.run_dir / "logs" / "operator.log")
             if load is not None:
                 load.stop()
             load = LoadThread(router, 20.0).start()

@@ -19,10 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
-from lvm_operator.demo import artifacts
+from lvm_operator.demo import artifacts, wait_for_router
 from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.stack import start_stack
 from lvm_serving.loadgen import LoadConfig, LoadStats, run_load
@@ -56,17 +54,7 @@ def main() -> int:
                                       http_port=port)
         backend.apply(app_spec(champion, candidate, 0))
         router = f"http://127.0.0.1:{port}/bench"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{router}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            print("router never became healthy", file=sys.stderr)
-            return 1
+        wait_for_router(router, stack.run_dir / "logs" / "ray-head.log")
 
         stats = LoadStats()
         stop = asyncio.Event()

@@ -33,7 +33,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from lvm_operator.devstack.procs import ComponentError, ManagedProcess, free_ports
-from lvm_operator.devstack.stack import Stack, start_stack, stop_recorded
+from lvm_operator.devstack.stack import Stack, start_stack, stop_recorded, wait_for
 from lvm_operator.devstack.tools import REPO_ROOT
 
 from . import artifacts
@@ -128,6 +128,16 @@ def start_operator(stack: Stack, serve_port: int) -> ManagedProcess:
     proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"), 120,
                     what="live (/healthz)")
     return proc
+
+
+def wait_for_router(router: str, log_path: Path, timeout_s: float = 240) -> None:
+    """Until the router answers ``/healthz`` (the operator has deployed the Serve app)."""
+    try:
+        wait_for(lambda: _http_ok(f"{router}/healthz"), timeout_s, f"{router}/healthz",
+                 "ray-serve")
+    except ComponentError as exc:
+        raise ComponentError("ray-serve", f"router not healthy at {router}/healthz",
+                             log_path) from exc
 
 
 class LoadThread:
@@ -307,17 +317,7 @@ def run_demo(run_dir: Path, keep: bool, console: Console,
         print(_kubectl(stack, "apply", "-f", "-", input=yaml.safe_dump(manifest)).strip())
         router = f"http://127.0.0.1:{serve_port}/{APPLICATION}"
         console.print(f"waiting for the operator to deploy the Serve app at {router}…")
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if _http_ok(f"{router}/healthz"):
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        else:
-            raise ComponentError("ray-serve", f"router not healthy at {router}/healthz",
-                                 stack.run_dir / "logs" / "operator.log")
+        wait_for_router(router, stack.run_dir / "logs" / "operator.log")
         load = LoadThread(router, options.rps).start()
         t0 = recorder.now()
         watch_until(api, reader, recorder, scenario, {"Promoted"},
