@@ -404,6 +404,14 @@ def _version_line(v: dict) -> str:
     return f"{v.get('version', '?')} ({', '.join(b for b in bits if b)})"
 
 
+
+def _section(title: str, columns: tuple[str, ...]) -> Table:
+    """One titled table of the `status` view."""
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for col in columns:
+        table.add_column(col)
+    return table
+
 def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
     """The renderables of ``kubectl lvm status`` (a list, so tests can render them too)."""
     now = now or datetime.now(UTC)
@@ -449,9 +457,7 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
                                   f"{generation} (the operator has not caught up)", "yellow"))
     out.append(head)
 
-    steps = Table(title="Steps", title_justify="left", title_style="bold")
-    for col in ("", "#", "WEIGHT", "DURATION", "SHADOW", "STATE"):
-        steps.add_column(col)
+    steps = _section("Steps", ("", "#", "WEIGHT", "DURATION", "SHADOW", "STATE"))
     current = status.get("currentStep")
     terminal = status.get("phase") in TERMINAL_PHASES
     for i, step in enumerate(spec.get("steps") or []):
@@ -469,9 +475,8 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
         title = "Last analysis"
         bits = [analysis.get("check"), analysis.get("verdict"), relative(analysis.get("time"), now)]
         title += ": " + " · ".join(b for b in bits if b)
-        table = Table(title=title, title_justify="left", title_style="bold")
-        for col in ("VERSION", "LANE", "METRIC", "VALUE", "THRESHOLD", "SAMPLES", "VERDICT"):
-            table.add_column(col)
+        table = _section(title, ("VERSION", "LANE", "METRIC", "VALUE", "THRESHOLD", "SAMPLES",
+                                 "VERDICT"))
         for m in analysis.get("measurements") or []:
             metric = m.get("metric", "")
             threshold = m.get("threshold")
@@ -489,9 +494,7 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
 
     conditions = status.get("conditions") or []
     if conditions:
-        table = Table(title="Conditions", title_justify="left", title_style="bold")
-        for col in ("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"):
-            table.add_column(col)
+        table = _section("Conditions", ("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"))
         for c in conditions:
             table.add_row(c.get("type", ""), c.get("status", ""), c.get("reason", ""),
                           age(c.get("lastTransitionTime"), now), c.get("message", ""))
@@ -501,9 +504,7 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
 
     history = status.get("history") or []
     if history:
-        table = Table(title="History", title_justify="left", title_style="bold")
-        for col in ("VERSION", "OUTCOME", "WHEN", "CHECKPOINT", "REASON"):
-            table.add_column(col)
+        table = _section("History", ("VERSION", "OUTCOME", "WHEN", "CHECKPOINT", "REASON"))
         for h in history:
             table.add_row(h.get("version", ""), h.get("outcome", ""),
                           relative(h.get("time"), now), h.get("checkpoint", ""),
