@@ -15,6 +15,23 @@ name                                                   type     labels
 ``lvm_operator_reconcile_delay_seconds``               histo    — how late a due reconcile ran
 =====================================================  =======  ==============================
 
+Model quality, exported by the operator because the operator measures it (offline evaluation on
+the eval set, and lane health); set from each rollout's status on every tick, so a restarted
+operator exports them again from what status recorded:
+
+=====================================================  =======  ==============================
+``lvm_eval_hit_ratio``                                 gauge    ``rollout, version, k``
+``lvm_eval_lane_hit_ratio``                            gauge    ``rollout, version, lane, k``
+``lvm_eval_drift_ratio``                               gauge    ``rollout, version, metric,
+                                                                lane`` (no lane: overall)
+``lvm_eval_drift_detected``                            gauge    ``rollout, version`` (0 or 1)
+``lvm_eval_gate_passed``                               gauge    ``rollout, version`` (0 or 1)
+``lvm_eval_last_run_timestamp_seconds``                gauge    ``rollout, version, purpose``
+``lvm_lane_below_overall_ratio``                       gauge    ``rollout, version, lane,
+                                                                source`` (flagged lanes only)
+``lvm_lane_health_flagged_lanes``                      gauge    ``rollout`` (0 when healthy)
+=====================================================  =======  ==============================
+
 The rollouts gauge is derived from the last phase seen per rollout (:meth:`set_phase`,
 :meth:`forget`), so a rollout that changes phase moves from one series to the other instead of
 being counted twice.
@@ -30,10 +47,21 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
 
-from lvm_operator.api.status import Phase
+from lvm_operator.api.status import DriftVerdict, GateVerdict, LVMRolloutStatus, Phase
 
 PREFIX = "lvm_operator"
+
+# Model-quality metric names (the alert rules are rendered from these).
+EVAL_HIT = "lvm_eval_hit_ratio"
+EVAL_LANE_HIT = "lvm_eval_lane_hit_ratio"
+EVAL_DRIFT = "lvm_eval_drift_ratio"
+EVAL_DRIFT_DETECTED = "lvm_eval_drift_detected"
+EVAL_GATE_PASSED = "lvm_eval_gate_passed"
+EVAL_LAST_RUN = "lvm_eval_last_run_timestamp_seconds"
+LANE_BELOW_OVERALL = "lvm_lane_below_overall_ratio"
+LANE_FLAGGED = "lvm_lane_health_flagged_lanes"
 METRICS_PATH = "/metrics"
 #: Check durations: PromQL round trips, from a few ms to a slow Prometheus.
 CHECK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -59,6 +87,8 @@ class OperatorMetrics:
             f"{PREFIX}_reconcile_delay_seconds",
             "How long after it was due a reconcile ran (timer or check).",
             buckets=DELAY_BUCKETS_S, registry=self.registry)
+        self.quality = QualityCollector()
+        self.registry.register(self.quality)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
         self._publish_phases()
@@ -76,6 +106,11 @@ class OperatorMetrics:
         with self._lock:
             self._phases.pop(rollout, None)
             self._publish_phases()
+        self.quality.forget(rollout)
+
+    def set_quality(self, rollout: str, status: LVMRolloutStatus) -> None:
+        """Model-quality gauges of ``rollout`` from its new status."""
+        self.quality.set_rollout(rollout, status)
 
     def _publish_phases(self) -> None:
         counts = {str(p): 0 for p in Phase}
@@ -107,6 +142,93 @@ class OperatorMetrics:
     def observe_reconcile_delay(self, seconds: float) -> None:
         """How late a due reconcile ran (negative — early — counts as 0)."""
         self.reconcile_delay.observe(max(seconds, 0.0))
+
+
+class QualityCollector:
+    """Model-quality gauges, rebuilt from each rollout's latest status (see the table above)."""
+
+    _HELP = {
+        EVAL_HIT: ("Hit@k (exact) of a version on the held-out eval set, newest evaluation.",
+                   ["rollout", "version", "k"]),
+        EVAL_LANE_HIT: ("Hit@k (exact) of one TMD lane on the eval set, newest evaluation.",
+                        ["rollout", "version", "lane", "k"]),
+        EVAL_DRIFT: ("Relative drift (current - baseline) / baseline of the champion's eval-set "
+                     "Hit@k; no lane label: overall.", ["rollout", "version", "metric", "lane"]),
+        EVAL_DRIFT_DETECTED: ("1 when the champion's eval-set numbers drifted beyond "
+                              "spec.evaluation.drift.maxRelativeDrift.", ["rollout", "version"]),
+        EVAL_GATE_PASSED: ("1 when the candidate passed the pre-rollout gate, 0 when blocked.",
+                           ["rollout", "version"]),
+        EVAL_LAST_RUN: ("When the newest evaluation of a version finished (unix seconds).",
+                        ["rollout", "version", "purpose"]),
+        LANE_BELOW_OVERALL: ("How far (relative) a flagged lane is below its version's overall "
+                             "Hit@5; only lanes beyond analysis.laneHealth.maxBelowOverall.",
+                             ["rollout", "version", "lane", "source"]),
+        LANE_FLAGGED: ("Number of flagged lanes of a rollout (0 when every lane is healthy).",
+                       ["rollout"]),
+    }
+
+    def __init__(self) -> None:
+        self._samples: dict[str, list[tuple[str, tuple[str, ...], float]]] = {}
+        self._lock = threading.Lock()
+
+    def set_rollout(self, rollout: str, status: LVMRolloutStatus) -> None:
+        samples = list(_quality_samples(rollout, status))
+        with self._lock:
+            self._samples[rollout] = samples
+
+    def forget(self, rollout: str) -> None:
+        with self._lock:
+            self._samples.pop(rollout, None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            rows = [x for samples in self._samples.values() for x in samples]
+        for name, (help_text, labels) in self._HELP.items():
+            family = GaugeMetricFamily(name, help_text, labels=labels)
+            for metric, values, value in rows:
+                if metric == name:
+                    family.add_metric(list(values), value)
+            yield family
+
+
+def _quality_samples(rollout: str, status: LVMRolloutStatus
+                     ) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    ev = status.evaluation
+    if ev is not None:
+        newest: dict[str, object] = {}
+        last_run: dict[tuple[str, str], float] = {}
+        for r in ev.history or []:
+            last_run[(r.version, r.purpose.value)] = r.time.timestamp()
+            if r.error is None:
+                newest[r.version] = r
+        for (version, purpose), t in sorted(last_run.items()):
+            yield EVAL_LAST_RUN, (rollout, version, purpose), t
+        for version, r in sorted(newest.items()):
+            for k in ("1", "5", "10"):
+                value = getattr(r, f"hit{k}")
+                if value is not None:
+                    yield EVAL_HIT, (rollout, version, k), value
+                for lane in getattr(r, "lanes", None) or []:
+                    lane_value = getattr(lane, f"hit{k}")
+                    if lane_value is not None:
+                        yield EVAL_LANE_HIT, (rollout, version, str(lane.lane), k), lane_value
+        d = ev.drift
+        if d is not None and d.verdict in (DriftVerdict.OK, DriftVerdict.DRIFTED):
+            yield EVAL_DRIFT_DETECTED, (rollout, d.version), float(
+                d.verdict is DriftVerdict.DRIFTED)
+            for row in d.rows or []:
+                lane = "" if row.lane is None else str(row.lane)
+                yield EVAL_DRIFT, (rollout, d.version, row.metric, lane), row.relative
+        g = ev.gate
+        if g is not None and g.verdict in (GateVerdict.PASS, GateVerdict.BLOCKED):
+            yield EVAL_GATE_PASSED, (rollout, g.candidate), float(g.verdict is GateVerdict.PASS)
+    lh = status.lane_health
+    if lh is not None:
+        flagged = lh.flagged or []
+        yield LANE_FLAGGED, (rollout,), float(len(flagged))
+        for f in flagged:
+            yield (LANE_BELOW_OVERALL, (rollout, f.version, str(f.lane), f.source.value),
+                   f.below_relative)
 
 
 #: The operator process's metrics.

@@ -91,6 +91,7 @@ class ConceptBank:
         source: str = "<memory>",
     ) -> None:
         self.source = source
+        self.sha256: str | None = None  # the file's digest when loaded from one
         ids = np.asarray(ids)
         lanes = np.asarray(lanes)
         vectors = np.asarray(vectors)
@@ -233,7 +234,8 @@ class ConceptBank:
         device: str | torch.device = "cpu",
     ) -> ConceptBank:
         """Load and verify a bank file (see the module docstring for the format)."""
-        path, f, _ = open_verified(uri, sha256, what="concept bank", hint="spec.conceptBank.uri")
+        path, f, digest = open_verified(uri, sha256, what="concept bank",
+                                        hint="spec.conceptBank.uri")
         with f:
             data = f.read()
         try:
@@ -265,11 +267,13 @@ class ConceptBank:
                 path=str(path),
             )
         texts = arrays.get("texts")
-        return cls(
+        bank = cls(
             arrays["ids"], arrays["vectors"], arrays["lanes"],
             None if texts is None else texts.tolist(),
             device=device, source=str(path),
         )
+        bank.sha256 = digest  # what was loaded, so eval sets can be checked against it
+        return bank
 
 
 def write_npz_deterministic(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:

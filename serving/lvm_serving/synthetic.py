@@ -179,6 +179,7 @@ class EvalSet:
     lanes: np.ndarray  # int64 [N]
     tmd: np.ndarray  # float32 [N, 16]
     bank_sha256: str = ""
+    sha256: str = ""  # digest of the file it was loaded from ("" when generated in memory)
 
     def __len__(self) -> int:
         return int(self.target_ids.shape[0])
@@ -213,7 +214,7 @@ class EvalSet:
 
     @classmethod
     def load(cls, uri: str | os.PathLike[str], sha256: str | None = None) -> EvalSet:
-        path, f, _ = open_verified(uri, sha256, what="eval set")
+        path, f, digest = open_verified(uri, sha256, what="eval set")
         with f:
             data = f.read()
         try:
@@ -239,7 +240,7 @@ class EvalSet:
         return cls(
             arrays["context_ids"].astype(np.int64), arrays["target_ids"].astype(np.int64),
             arrays["lanes"].astype(np.int64), arrays["tmd"].astype(np.float32),
-            str(arrays.get("bank_sha256", "")),
+            str(arrays.get("bank_sha256", "")), digest,
         )
 
 

@@ -66,6 +66,8 @@ MINIMAL_DEFAULTED_SPEC = {
             "laneFailure": True,
         },
         "onNoData": {"action": "hold", "maxHold": "1h"},
+        "laneHealth": {"interval": "24h", "window": "24h", "maxBelowOverall": 0.15,
+                       "minFeedback": 100},
     },
     "prometheus": {"url": "http://127.0.0.1:9090"},
     "serve": {"backend": "rayDashboard", "url": "http://127.0.0.1:8265", "application": "lvm"},

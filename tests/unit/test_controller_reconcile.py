@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from decision_fixtures import CHAMP, GOOD
 
+from lvm_operator.analysis.prometheus import Snapshot
 from lvm_operator.commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID
 from lvm_operator.controller.reconcile import Reconciler
 from lvm_operator.decision import Observations, VersionMetrics, WindowObservation
@@ -62,6 +63,10 @@ class FakeAnalysis:
         obs = WindowObservation(30.0, {CANDIDATE: self.candidate,
                                        CHAMPION: VersionMetrics(**CHAMP)})
         return Observations(guardrail=obs, quality=obs)
+
+    def snapshot(self, url, check, window_s):  # the daily lane-health check
+        obs = self.observations(url, None, None, "ml/lvm-local").quality
+        return Snapshot(window_s, {"ml/lvm-local": obs})
 
 
 class FakeBackend:

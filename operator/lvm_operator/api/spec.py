@@ -376,6 +376,37 @@ class OnNoData(ApiModel):
         return duration_seconds(self.max_hold)
 
 
+class LaneHealth(ApiModel):
+    """The seed's daily lane check on production metrics: each lane's Hit@5 proxy against its
+    version's overall. Flags go to ``status.laneHealth``, the LanesDegraded condition and the
+    operator's metrics. It runs in every phase, also after the rollout finished (the champion
+    keeps being watched)."""
+
+    interval: PositiveDuration = Field("24h", description="How often to check. " + _DURATION_HELP)
+    window: PositiveDuration = Field(
+        "24h", description="How far back each check looks. " + _DURATION_HELP
+    )
+    max_below_overall: Fraction = Field(
+        0.15,
+        description=(
+            "Flag a lane whose Hit@5 proxy is more than this far (relative) below its version's "
+            "overall (0.15 = 15%, the seed's daily check). Also applied to eval-set results."
+        ),
+    )
+    min_feedback: Int = Field(
+        100, ge=1, le=1_000_000_000,
+        description="Fewest feedback events a lane needs in the window before it is judged.",
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+    @property
+    def window_seconds(self) -> float:
+        return duration_seconds(self.window)
+
+
 _NOT_STRICTER = "rollback thresholds must not be stricter than success thresholds"
 
 
@@ -387,6 +418,7 @@ class Analysis(ApiModel):
     success: SuccessCriteria = _nested(SuccessCriteria, "Criteria to advance and promote.")
     rollback: RollbackTriggers = _nested(RollbackTriggers, "Triggers that roll back at once.")
     on_no_data: OnNoData = _nested(OnNoData, "Behaviour without data.")
+    lane_health: LaneHealth = _nested(LaneHealth, "Daily per-lane health check.")
 
     cel_rules = (
         Rule(
@@ -414,6 +446,109 @@ class Analysis(ApiModel):
             field_path=".rollback.errorRateMax",
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline evaluation: the pre-rollout gate and the scheduled drift check
+# ---------------------------------------------------------------------------------------------
+
+
+class EvalSetRef(ApiModel):
+    """A held-out eval set (format: ``lvm_serving.synthetic``, written by the train command)."""
+
+    uri: Uri = Field(description="Location of eval_set.npz: file:///path or an absolute path.")
+    sha256: Sha256 | None = Field(
+        None,
+        description=(
+            "SHA-256 of the eval set, verified on load. Leave it unset for an eval set that is "
+            "refreshed in place (each result records the digest it was computed on)."
+        ),
+    )
+
+
+class PreRolloutGate(ApiModel):
+    """Before the candidate gets any traffic it is evaluated on the eval set (so is the champion,
+    for the comparison); a candidate that fails does not start."""
+
+    enabled: Bool = Field(True, description="Evaluate the candidate before step 1.")
+    min_hit5: Fraction = Field(
+        0.66, description="Lowest eval-set Hit@5 the candidate must reach (the seed's 66%)."
+    )
+    max_degradation: Fraction = Field(
+        0.05,
+        description=(
+            "Largest relative shortfall of the candidate's eval-set Hit@5 below the champion's "
+            "(0.05 = 5% worse)."
+        ),
+    )
+
+
+class DriftBaseline(ApiModel):
+    """Reference numbers of the champion on the eval set (fractions)."""
+
+    hit1: Fraction | None = Field(None, description="Hit@1.")
+    hit5: Fraction = Field(description="Hit@5 (the seed's baseline: 0.6652).")
+    hit10: Fraction | None = Field(None, description="Hit@10.")
+
+
+class DriftCheck(ApiModel):
+    """The seed's weekly drift check: the serving champion re-evaluated on the eval set and
+    compared with its baseline; relative drift beyond the limit raises the Drifted condition,
+    an Event, a metric and the LVMModelDrift alert."""
+
+    enabled: Bool = Field(True, description="Run the scheduled drift check.")
+    interval: PositiveDuration = Field(
+        "168h", description="How often (default weekly). " + _DURATION_HELP
+    )
+    max_relative_drift: Fraction = Field(
+        0.05,
+        description=(
+            "Largest |current - baseline| / baseline of Hit@1/5/10 overall and Hit@5 per lane "
+            "(0.05 = 5%, the seed's limit)."
+        ),
+    )
+    lane_min_sequences: Int = Field(
+        30, ge=1, le=1_000_000,
+        description="Fewest eval sequences a lane needs before its drift is judged.",
+    )
+    baseline: DriftBaseline | None = Field(
+        None,
+        description=(
+            "Explicit baseline. Unset: the champion's first evaluation is recorded as its "
+            "baseline (status.evaluation.baseline); a promoted candidate's gate result becomes "
+            "the new champion's baseline."
+        ),
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+
+class Evaluation(ApiModel):
+    """Offline evaluation on a held-out eval set, run by the operator in a child process."""
+
+    eval_set: EvalSetRef = Field(description="The held-out eval set.")
+    gate: PreRolloutGate = _nested(PreRolloutGate, "The pre-rollout gate.")
+    drift: DriftCheck = _nested(DriftCheck, "The scheduled drift check of the champion.")
+    timeout: PositiveDuration = Field(
+        "30m", description="Longest one evaluation may take. " + _DURATION_HELP
+    )
+    retry_after: PositiveDuration = Field(
+        "5m",
+        description=(
+            "A failed evaluation (missing file, checksum mismatch, timeout) is retried after "
+            "this long (or at once with `kubectl lvm retry`). " + _DURATION_HELP
+        ),
+    )
+
+    @property
+    def timeout_seconds(self) -> float:
+        return duration_seconds(self.timeout)
+
+    @property
+    def retry_after_seconds(self) -> float:
+        return duration_seconds(self.retry_after)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,6 +647,13 @@ class LVMRolloutSpec(ApiModel):
         False, description="Hold the rollout at its current step until this is false again."
     )
     promotion: Promotion = _nested(Promotion, "What happens at promotion.")
+    evaluation: Evaluation | None = Field(
+        None,
+        description=(
+            "Offline evaluation on a held-out eval set: the pre-rollout gate and the scheduled "
+            "drift check. Unset: neither runs."
+        ),
+    )
 
     cel_rules = (
         Rule(

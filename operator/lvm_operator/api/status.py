@@ -23,6 +23,10 @@ MAX_HISTORY = 20
 MAX_CONDITIONS = 16
 #: Enough for 2 versions x (all lanes + 1 overall) x a handful of metrics.
 MAX_MEASUREMENTS = 512
+#: Evaluation results kept in status.evaluation.history (the oldest are dropped first).
+MAX_EVAL_HISTORY = 20
+#: Lane rows: 2 versions x 16 lanes x 2 sources, or 3 Hit@K overall + 16 lanes of drift.
+MAX_LANE_ROWS = 64
 
 
 class Phase(StrEnum):
@@ -227,6 +231,164 @@ class DecisionState(ApiModel):
     no_data_raised: Bool | None = None
 
 
+# --- offline evaluation and lane health ------------------------------------------------------
+
+
+class EvalPurpose(StrEnum):
+    GATE = "gate"  # the pre-rollout gate
+    DRIFT = "drift"  # the scheduled drift check of the champion
+
+
+class GateVerdict(StrEnum):
+    PENDING = "pending"  # being evaluated
+    PASS = "pass"
+    BLOCKED = "blocked"  # below the minimum, or too far below the champion: not started
+    ERROR = "error"  # the evaluation failed (missing file, checksum, timeout...)
+
+
+class DriftVerdict(StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    DRIFTED = "drifted"
+    ERROR = "error"
+
+
+class LaneHealthVerdict(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"  # some lane is flagged
+    NO_DATA = "noData"
+    ERROR = "error"
+
+
+class LaneSource(StrEnum):
+    PRODUCTION = "production"  # Hit@5 proxy from Prometheus over the lane-health window
+    EVAL = "eval"  # exact Hit@5 on the eval set
+
+
+Ratio = Annotated[Float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class LaneResult(ApiModel):
+    lane: Int = Field(ge=0, le=NUM_LANES - 1)
+    n: Int = Field(ge=0, description="Eval sequences of this lane.")
+    hit1: Ratio | None = None
+    hit5: Ratio | None = None
+    hit10: Ratio | None = None
+
+
+class EvalResult(ApiModel):
+    """One evaluation of one version on the eval set (Hit@K exact, fractions)."""
+
+    purpose: EvalPurpose = Field(description="gate or drift.")
+    version: VersionName
+    checkpoint_sha256: Sha256 | None = None
+    eval_set_uri: Uri | None = None
+    eval_set_sha256: Sha256 | None = Field(None, description="Digest of the eval set used.")
+    time: datetime = Field(description="When it finished (RFC3339).")
+    seconds: Float | None = Field(None, ge=0, description="How long it took.")
+    n: Int | None = Field(None, ge=0, description="Eval sequences.")
+    hit1: Ratio | None = None
+    hit5: Ratio | None = None
+    hit10: Ratio | None = None
+    hit5_proxy: Ratio | None = None
+    empty_hit_rate: Ratio | None = None
+    nan_rate: Ratio | None = None
+    lanes: list[LaneResult] | None = Field(None, max_length=NUM_LANES)
+    error: Text | None = Field(None, description="Why the evaluation failed; unset on success.")
+
+
+class GateStatus(ApiModel):
+    """The pre-rollout gate for the current candidate."""
+
+    candidate: VersionName
+    verdict: GateVerdict
+    reason: Text = ""
+    candidate_hit5: Ratio | None = None
+    champion_hit5: Ratio | None = None
+    time: datetime | None = Field(None, description="When the verdict was reached.")
+
+
+class Baseline(ApiModel):
+    """What the champion's drift is measured against."""
+
+    version: VersionName
+    source: Annotated[str, StringConstraints(max_length=16)] = Field(
+        description="spec (spec.evaluation.drift.baseline) or recorded (first evaluation)."
+    )
+    time: datetime | None = None
+    eval_set_sha256: Sha256 | None = None
+    hit1: Ratio | None = None
+    hit5: Ratio
+    hit10: Ratio | None = None
+    lanes: list[LaneResult] | None = Field(None, max_length=NUM_LANES)
+
+
+class DriftRow(ApiModel):
+    metric: Annotated[str, StringConstraints(max_length=16)] = Field(
+        description="hit1, hit5 or hit10.")
+    lane: Int | None = Field(None, ge=0, le=NUM_LANES - 1, description="Unset: overall.")
+    baseline: Ratio
+    current: Ratio
+    relative: Float = Field(allow_inf_nan=False, description="(current - baseline) / baseline.")
+    drifted: Bool
+
+
+class DriftStatus(ApiModel):
+    """The latest drift check of the serving champion."""
+
+    version: VersionName
+    verdict: DriftVerdict
+    reason: Text = ""
+    time: datetime | None = Field(None, description="When the last check finished.")
+    next_check_at: datetime | None = None
+    rows: list[DriftRow] | None = Field(None, max_length=MAX_LANE_ROWS)
+
+
+class RunningEvaluation(ApiModel):
+    purpose: EvalPurpose
+    version: VersionName
+    started_at: datetime
+
+
+class EvaluationStatus(ApiModel):
+    """Offline evaluation: gate, drift, baseline, what is running, and recent results."""
+
+    gate: GateStatus | None = None
+    gate_since: datetime | None = Field(
+        None, description="Results older than this are not used by the gate (set by retry)."
+    )
+    drift: DriftStatus | None = None
+    baseline: Baseline | None = None
+    running: list[RunningEvaluation] | None = Field(None, max_length=8)
+    history: list[EvalResult] | None = Field(
+        None, max_length=MAX_EVAL_HISTORY,
+        description=f"Recent evaluations, newest last; at most {MAX_EVAL_HISTORY}.",
+    )
+
+
+class LaneFlag(ApiModel):
+    """A lane more than laneHealth.maxBelowOverall below its version's overall."""
+
+    version: VersionName
+    lane: Int = Field(ge=0, le=NUM_LANES - 1)
+    source: LaneSource
+    value: Ratio
+    overall: Ratio
+    below_relative: Float = Field(allow_inf_nan=False, description="(overall - value) / overall.")
+    samples: Float | None = Field(None, ge=0, allow_inf_nan=False,
+                                  description="Feedback events (production) or sequences (eval).")
+
+
+class LaneHealthStatus(ApiModel):
+    """Per-lane health: the latest production check and the latest eval results."""
+
+    verdict: LaneHealthVerdict
+    reason: Text = ""
+    time: datetime | None = Field(None, description="When production lanes were last checked.")
+    next_check_at: datetime | None = None
+    flagged: list[LaneFlag] | None = Field(None, max_length=MAX_LANE_ROWS)
+
+
 class LVMRolloutStatus(ApiModel):
     """Where the rollout is, why, and what it has done."""
 
@@ -269,4 +431,10 @@ class LVMRolloutStatus(ApiModel):
     serving: Serving | None = Field(None, description="What is served now.")
     decision_state: DecisionState | None = Field(
         None, description="The decision core's state, read back by the operator."
+    )
+    evaluation: EvaluationStatus | None = Field(
+        None, description="Offline evaluation: pre-rollout gate, drift check, results."
+    )
+    lane_health: LaneHealthStatus | None = Field(
+        None, description="Per-lane health (production metrics and eval results)."
     )

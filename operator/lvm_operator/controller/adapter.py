@@ -129,6 +129,7 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
         max_hold_s=a.on_no_data.max_hold_seconds,
         paused=spec.paused or paused,
         fingerprint=fingerprint(spec),
+        gate_required=spec.evaluation is not None and spec.evaluation.gate.enabled,
     )
 
 

@@ -10,15 +10,19 @@ The order, and why:
    whose id differs from ``status.lastCommand.id``; its effect is applied to the state before
    deciding, recorded in ``status.lastCommand``, and the annotations are removed right after
    the status write (so a crash between the two never runs a command twice).
-4. **Measure** only the checks :func:`~lvm_operator.decision.checks_due` asks for, through one
+4. **Evaluate** offline when ``spec.evaluation`` asks (:mod:`.evaluations`): start or collect
+   child-process evaluations (the pre-rollout gate before step 1, the champion's scheduled
+   drift check), and check production lane health when it is due. Nothing here blocks: a tick
+   starts an evaluation and a later tick collects it.
+5. **Measure** only the checks :func:`~lvm_operator.decision.checks_due` asks for, through one
    shared :class:`AnalysisCache`: the analysis queries cover every rollout at once, so rollouts
    ticking together share one round of queries. Prometheus failures arrive as an ``error``
    observation (the core holds), never as an exception.
-5. **Decide** with the pure core.
-6. **Serve**: render the Serve config for the new state and apply it only when its hash differs
+6. **Decide** with the pure core (which also reads the gate's verdict before step 1).
+7. **Serve**: render the Serve config for the new state and apply it only when its hash differs
    from the one recorded in status. A backend failure becomes the Ready/Degraded conditions and
    a Warning Event, and is retried on the next tick; it never crashes the loop.
-7. **Write status once** (a merge patch, skipped when unchanged) and **emit Events**, each with a
+8. **Write status once** (a merge patch, skipped when unchanged) and **emit Events**, each with a
    log line at the same severity.
 """
 
@@ -68,8 +72,15 @@ from ..decision import (
     decide,
     next_decision_in_s,
 )
+from ..evaluation.runner import EvaluationRunner, LocalEvaluationRunner
 from ..metrics import METRICS
 from . import adapter
+from .evaluations import (
+    EVAL_POLL_S,
+    evaluation_tick,
+    lane_check_due,
+    lane_health_tick,
+)
 from .status import NORMAL, WARNING, Event, TickResult, compute
 
 log = logging.getLogger("lvm_operator.controller")
@@ -235,6 +246,7 @@ class _Command:
     history: list[HistoryEntry]
     events: list[Event]
     message: str | None
+    reevaluate: bool = False  # retry of a blocked or failed pre-rollout gate
 
 
 _VERSION = re.compile(DNS_LABEL_PATTERN)
@@ -267,14 +279,23 @@ class Reconciler:
 
     def __init__(self, kube: KubeAccess, *, backend_factory: BackendFactory | None = None,
                  analysis: AnalysisCache | None = None,
+                 evaluator: EvaluationRunner | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.kube = kube
         self.backend_factory = backend_factory or default_backend_factory()
         self.analysis = analysis or AnalysisCache()
+        self._evaluator = evaluator
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._backends: dict[tuple[str, str, str], Any] = {}
         self._guard = threading.Lock()
+
+    @property
+    def evaluator(self) -> EvaluationRunner:
+        with self._guard:
+            if self._evaluator is None:
+                self._evaluator = LocalEvaluationRunner()
+            return self._evaluator
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -366,10 +387,32 @@ class Reconciler:
             message = command.message
 
         plan = adapter.plan_for(spec, paused=bool(serving.manual_pause))
+        versions = adapter.known_versions(spec, old.history)
+        champion = versions.get(serving.champion or "") or versions[spec.champion.version]
+        not_started = (state.current_step is None and not state.phase.finished) or bool(
+            state.fingerprint and state.fingerprint != plan.fingerprint)
+        in_rollout = serving.candidate == spec.candidate.version
+        evaluation = evaluation_tick(
+            spec, key, old.evaluation, not_started=not_started, champion=champion,
+            candidate=versions[spec.candidate.version] if in_rollout else None,
+            runner=self.evaluator, now=now,
+            reevaluate=command is not None and command.reevaluate)
+        lane_versions = [champion.version] + (
+            [spec.candidate.version] if in_rollout and not state.phase.finished else [])
+        lane_obs = None
+        if lane_check_due(spec, old.lane_health, now):
+            lane_obs = self.analysis.snapshot(
+                spec.prometheus.url, Check.QUALITY,
+                spec.analysis.lane_health.window_seconds).for_rollout(key)
+        lane_health = lane_health_tick(
+            spec, old.lane_health, evaluation.status or old.evaluation, versions=lane_versions,
+            observation=lane_obs, now=now)
+
         decision: Decision | None = None
         if not state.phase.finished or state.fingerprint != plan.fingerprint:
             due = checks_due(plan, state, now)
             obs = self.analysis.observations(spec.prometheus.url, plan, due, key)
+            obs = replace(obs, gate=evaluation.gate)
             decision = decide(plan, state, obs, now)
             METRICS.record_decision(decision.action.value)
             state = decision.state
@@ -414,6 +457,7 @@ class Reconciler:
             now=now, generation=generation, state=state, plan=plan, decision=decision,
             serving=serving, apply_error=apply_error, message=message, history_add=history,
             command=command.record if command else None, events=events,
+            evaluation=evaluation.status, lane_health=lane_health,
         ), consumed=command is not None or stale_command)
         if apply_error is not None:
             return min(plan.guardrails.interval_s, 2.0)
@@ -422,6 +466,12 @@ class Reconciler:
             wait = IDLE_TICK_S
             if serving.retiring_until is not None:
                 wait = min(wait, max(0.0, serving.retiring_until.timestamp() - now))
+        if evaluation.busy:
+            wait = min(wait, EVAL_POLL_S)
+        for due_at in (evaluation.next_at, lane_health.next_check_at and
+                       lane_health.next_check_at.timestamp()):
+            if due_at is not None:
+                wait = min(wait, max(0.0, due_at - now))
         return max(MIN_TICK_S, min(wait, plan.guardrails.interval_s, IDLE_TICK_S))
 
     # --- pieces --------------------------------------------------------------------------------
@@ -432,6 +482,7 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         update = compute(old, t)
         METRICS.set_phase(f"{namespace}/{name}", update.status.phase)
+        METRICS.set_quality(f"{namespace}/{name}", update.status)
         if update.patch is not None:
             self.kube.patch_status(namespace, name, update.patch)
         if consumed:
@@ -524,10 +575,18 @@ class Reconciler:
             st = replace(state, phase=Phase.ROLLED_BACK, candidate_weight=0, shadow=False,
                          paused_at=None)
             return done(True, text, st, message=text)
+        gate = old.evaluation.gate if old.evaluation is not None else None
+        if verb is Verb.RETRY and state.current_step is None and not state.phase.finished \
+                and gate is not None and gate.verdict.value in ("blocked", "error"):
+            text = (f"re-evaluating candidate {spec.candidate.version} and champion on the eval "
+                    f"set by command (gate was {gate.verdict.value}: {gate.reason})")
+            cmd_result = done(True, text, message=text)
+            cmd_result.reevaluate = True
+            return cmd_result
         if verb is Verb.RETRY:
             if state.phase is not Phase.ROLLED_BACK:
-                return done(False, f"retry needs a rolled-back or aborted rollout, not "
-                                   f"{state.phase.value}")
+                return done(False, f"retry needs a rolled-back or aborted rollout, or a "
+                                   f"blocked pre-rollout gate, not {state.phase.value}")
             text = f"retrying {spec.candidate.version} from step 1 by command"
             sv = serving.model_copy(update={"champion": spec.champion.version,
                                             "candidate": spec.candidate.version})

@@ -13,7 +13,9 @@ the generation the condition was computed for.
 
 Types: ``Ready`` (the Serve config for the current decision is applied), ``Progressing`` (the
 rollout is moving), ``Degraded`` (rolled back, or the serve backend / analysis is failing),
-``NoData`` (the no-data deadline passed).
+``NoData`` (the no-data deadline passed); with ``spec.evaluation``: ``GatePassed`` (the
+candidate passed the pre-rollout evaluation) and ``Drifted`` (the champion's eval-set numbers
+moved beyond the limit); always: ``LanesDegraded`` (a lane is far below its version's overall).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from lvm_serving.metrics_contract import NUM_LANES
 from ..api import (
     Condition,
     ConditionStatus,
+    DriftVerdict,
+    EvaluationStatus,
+    GateVerdict,
     HistoryEntry,
+    LaneHealthStatus,
+    LaneHealthVerdict,
     LastAnalysis,
     LastCommand,
     LVMRolloutStatus,
@@ -51,6 +58,9 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 NO_DATA = "NoData"
+GATE_PASSED = "GatePassed"
+DRIFTED = "Drifted"
+LANES_DEGRADED = "LanesDegraded"
 
 #: Core metric names -> the status's names (and a factor to the status's unit).
 _METRICS: dict[str, tuple[str, float]] = {
@@ -86,6 +96,8 @@ class TickResult:
     history_add: list[HistoryEntry] = field(default_factory=list)
     command: LastCommand | None = None
     events: list[Event] = field(default_factory=list)  # from the reconcile (commands...)
+    evaluation: EvaluationStatus | None = None  # None: unchanged
+    lane_health: LaneHealthStatus | None = None  # None: unchanged
 
 
 @dataclass(frozen=True)
@@ -199,7 +211,92 @@ def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
     return out
 
 
+def evaluation_conditions(prev: list[Condition] | None, new: LVMRolloutStatus,
+                          t: TickResult) -> list[Condition]:
+    """GatePassed, Drifted and LanesDegraded, from status.evaluation and status.laneHealth."""
+    old = {c.type: c for c in prev or []}
+    now, gen = t.now, t.generation
+    out = []
+    ev = new.evaluation
+    if ev is not None and ev.gate is not None:
+        g = ev.gate
+        reason = {GateVerdict.PASS: "GatePassed", GateVerdict.BLOCKED: "GateBlocked",
+                  GateVerdict.PENDING: "Evaluating", GateVerdict.ERROR: "EvaluationFailed"}
+        out.append(_condition(old, GATE_PASSED, g.verdict is GateVerdict.PASS,
+                              reason[g.verdict], g.reason, now, gen))
+    if ev is not None and ev.drift is not None and ev.drift.verdict is not DriftVerdict.PENDING:
+        d = ev.drift
+        reason = {DriftVerdict.OK: "WithinLimit", DriftVerdict.DRIFTED: "DriftDetected",
+                  DriftVerdict.ERROR: "EvaluationFailed"}
+        out.append(_condition(old, DRIFTED, d.verdict is DriftVerdict.DRIFTED,
+                              reason[d.verdict], d.reason, now, gen))
+    lh = new.lane_health
+    if lh is not None:
+        reason = {LaneHealthVerdict.HEALTHY: "LanesHealthy",
+                  LaneHealthVerdict.DEGRADED: "LaneBelowOverall",
+                  LaneHealthVerdict.NO_DATA: "NotEnoughFeedback",
+                  LaneHealthVerdict.ERROR: "AnalysisError"}
+        out.append(_condition(old, LANES_DEGRADED, lh.verdict is LaneHealthVerdict.DEGRADED,
+                              reason[lh.verdict], lh.reason, now, gen))
+    return out
+
+
 # --- events ----------------------------------------------------------------------------------
+
+
+def evaluation_events(old: LVMRolloutStatus, new: LVMRolloutStatus) -> list[Event]:
+    """Events from the evaluation and lane-health diff: each finished evaluation, gate, drift
+    and lane-health transitions, a newly recorded baseline. Each carries its numbers."""
+    events = []
+    before = old.evaluation or EvaluationStatus()
+    after = new.evaluation or EvaluationStatus()
+    seen = {(r.version, r.time, r.purpose) for r in before.history or []}
+    for r in after.history or []:
+        if (r.version, r.time, r.purpose) in seen:
+            continue
+        if r.error is not None:
+            events.append(Event(WARNING, "EvaluationFailed",
+                                f"evaluating {r.version} ({r.purpose.value}) failed: {r.error}"))
+        else:
+            events.append(Event(NORMAL, "Evaluated", (
+                f"{r.version} ({r.purpose.value}) on the eval set: Hit@1 {_pct(r.hit1)}, "
+                f"Hit@5 {_pct(r.hit5)}, Hit@10 {_pct(r.hit10)}, empty hits "
+                f"{_pct(r.empty_hit_rate)}, NaN {_pct(r.nan_rate)} over {r.n} sequences "
+                f"in {r.seconds or 0:.1f} s")))
+    g0, g1 = before.gate, after.gate
+    if g1 is not None and g1.verdict in (GateVerdict.PASS, GateVerdict.BLOCKED) and (
+            g0 is None or (g0.candidate, g0.verdict) != (g1.candidate, g1.verdict)):
+        if g1.verdict is GateVerdict.PASS:
+            events.append(Event(NORMAL, "GatePassed", g1.reason))
+        else:
+            events.append(Event(WARNING, "GateBlocked", g1.reason))
+    d0, d1 = before.drift, after.drift
+    was_drifted = d0 is not None and d0.verdict is DriftVerdict.DRIFTED
+    if d1 is not None and d1.verdict is DriftVerdict.DRIFTED and (
+            not was_drifted or d0.time != d1.time):
+        events.append(Event(WARNING, "ModelDrift", d1.reason))
+    elif was_drifted and d1 is not None and d1.verdict is DriftVerdict.OK:
+        events.append(Event(NORMAL, "DriftResolved", d1.reason))
+    b0, b1 = before.baseline, after.baseline
+    if b1 is not None and b1.source == "recorded" and (
+            b0 is None or (b0.version, b0.time) != (b1.version, b1.time)):
+        events.append(Event(NORMAL, "BaselineRecorded", (
+            f"drift baseline of {b1.version}: Hit@1 {_pct(b1.hit1)}, Hit@5 {_pct(b1.hit5)}, "
+            f"Hit@10 {_pct(b1.hit10)} (its first evaluation)")))
+    l0, l1 = old.lane_health, new.lane_health
+    flagged0 = {(f.version, f.lane, f.source) for f in (l0.flagged or [])} if l0 else set()
+    flagged1 = {(f.version, f.lane, f.source) for f in (l1.flagged or [])} if l1 else set()
+    if l1 is not None and flagged1 - flagged0:
+        events.append(Event(WARNING, "LaneUnhealthy", l1.reason))
+    elif l1 is not None and flagged0 and not flagged1:
+        events.append(Event(NORMAL, "LanesHealthy", l1.reason))
+    return events
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
 
 _ACTION_EVENTS = {
     Action.ADVANCE: (NORMAL, "StepAdvanced"),
@@ -211,7 +308,7 @@ _ACTION_EVENTS = {
 
 
 def events_for(old: LVMRolloutStatus, new: LVMRolloutStatus, t: TickResult) -> list[Event]:
-    events = list(t.events)
+    events = list(t.events) + evaluation_events(old, new)
     d = t.decision
     if d is not None and d.action in _ACTION_EVENTS:
         kind, reason = _ACTION_EVENTS[d.action]
@@ -289,12 +386,17 @@ def compute(old: LVMRolloutStatus, t: TickResult) -> StatusUpdate:
             analysis = last_analysis(outcomes, t.now)
             if analysis is not None:
                 new.last_analysis = analysis
+    if t.evaluation is not None:
+        new.evaluation = t.evaluation
+    if t.lane_health is not None:
+        new.lane_health = t.lane_health
     if t.command is not None:
         new.last_command = t.command
     if t.history_add:
         new.history = [*(old.history or []), *t.history_add][-MAX_HISTORY:]
     verdict = new.last_analysis.verdict if new.last_analysis else None
-    new.conditions = conditions_for(old.conditions, new.phase, t, verdict, new.message or "")
+    new.conditions = conditions_for(old.conditions, new.phase, t, verdict, new.message or "") \
+        + evaluation_conditions(old.conditions, new, t)
     new = LVMRolloutStatus.model_validate(new.model_dump())  # re-check every constraint
     patch = merge_patch(old.to_k8s(), new.to_k8s())
     return StatusUpdate(new, patch, events_for(old, new, t))

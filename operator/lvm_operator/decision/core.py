@@ -10,7 +10,9 @@ Order of evaluation in one call:
 1. **Spec change** (``plan.fingerprint`` differs from ``state.fingerprint``): start over at
    step 0 (``RESTART``); a paused rollout goes back to no candidate traffic and waits.
 2. **Finished** phases (Promoted, RolledBack, ...): hold; nothing left to decide.
-3. **Not started**: go to step 0 (``ADVANCE``) unless paused.
+3. **Not started**: go to step 0 (``ADVANCE``) unless paused, or unless ``plan.gate_required``
+   and the pre-rollout gate has not passed: then the candidate gets no traffic and the rollout
+   stays Pending with the gate's reason (blocked, failed or still evaluating).
 4. **Pause bookkeeping**: pausing stops the dwell clock and the no-data clock; resuming shifts
    them by the time spent paused. Rollback triggers stay armed while paused: a paused rollout
    holds its step, it does not stop protecting users.
@@ -44,6 +46,7 @@ from .model import (
     CheckOutcome,
     Condition,
     Decision,
+    GateVerdict,
     NoDataAction,
     Observations,
     Phase,
@@ -84,7 +87,8 @@ def next_decision_in_s(plan: Plan, state: RolloutState, now: float) -> float | N
     if state.phase.finished:
         return None
     if state.current_step is None or _spec_changed(plan, state):
-        return 0.0 if not plan.paused else plan.guardrails.interval_s
+        # Waiting for the gate: the operator wakes when an evaluation finishes, not sooner.
+        return 0.0 if not (plan.paused or plan.gate_required) else plan.guardrails.interval_s
     def last(at: float | None) -> float:
         return now if at is None else at
 
@@ -133,7 +137,7 @@ def _step_text(plan: Plan, index: int) -> str:
 
 
 def _start(plan: Plan, state: RolloutState, now: float,
-           previous: RolloutState | None) -> Decision:
+           previous: RolloutState | None, observations: Observations) -> Decision:
     prefix = ""
     conditions: tuple[Condition, ...] = ()
     if previous is not None:
@@ -148,6 +152,18 @@ def _start(plan: Plan, state: RolloutState, now: float,
         return Decision(action, f"{prefix}paused before the first step: candidate "
                                 f"{plan.candidate} gets no traffic until resumed", state,
                         conditions=conditions)
+    gate = observations.gate
+    if plan.gate_required and (gate is None or gate.verdict is not GateVerdict.PASS):
+        state = replace(state, phase=Phase.PENDING, candidate_weight=0, shadow=False)
+        action = Action.RESTART if previous is not None else Action.HOLD
+        if gate is None or gate.verdict is GateVerdict.PENDING:
+            why = (f"evaluating candidate {plan.candidate} on the eval set before any traffic"
+                   + (f": {gate.reason}" if gate is not None and gate.reason else ""))
+        elif gate.verdict is GateVerdict.BLOCKED:
+            why = f"pre-rollout gate blocked {plan.candidate}: {gate.reason}"
+        else:
+            why = f"pre-rollout evaluation failed: {gate.reason}"
+        return Decision(action, f"{prefix}not started: {why}", state, conditions=conditions)
     # Check clocks start with the step, so the first checks see an interval of traffic.
     state = replace(
         _enter_step(plan, state, 0, now),
@@ -234,7 +250,7 @@ def decide(plan: Plan, state: RolloutState, observations: Observations, now: flo
         return Decision(Action.HOLD, f"rollout finished ({state.phase.value}); "
                                      f"nothing to decide", state)
     if state.current_step is None:
-        return _start(plan, state, now, previous)
+        return _start(plan, state, now, previous, observations)
 
     # --- pause bookkeeping ------------------------------------------------------------------
     note = ""

@@ -219,6 +219,7 @@ class Plan:
     max_hold_s: float | None = None  # None: noData holds forever without raising a condition
     paused: bool = False
     fingerprint: str = ""
+    gate_required: bool = False  # the pre-rollout gate must pass before step 1
 
     def __post_init__(self) -> None:
         _require(bool(self.champion), "champion", self.champion, "a version name")
@@ -300,12 +301,32 @@ class WindowObservation:
     error: str | None = None  # set when Prometheus was unreachable or a query failed
 
 
+class GateVerdict(StrEnum):
+    """The pre-rollout gate (an offline evaluation of the candidate on the eval set)."""
+
+    PENDING = "pending"  # still being evaluated
+    PASS = "pass"
+    BLOCKED = "blocked"  # the candidate is not good enough: it gets no traffic
+    ERROR = "error"  # the evaluation failed; like blocked until it succeeds
+
+
+@dataclass(frozen=True)
+class GateObservation:
+    verdict: GateVerdict
+    reason: str  # one line with the numbers, e.g. "candidate Hit@5 0.41 < minimum 0.66"
+
+
 @dataclass(frozen=True)
 class Observations:
-    """Inputs for the checks that are due (see :func:`checks_due`). A due check needs its part."""
+    """Inputs for the checks that are due (see :func:`checks_due`). A due check needs its part.
+
+    ``gate`` is read only before the first step, when ``plan.gate_required``; without it the
+    rollout waits (the gate is pending).
+    """
 
     guardrail: WindowObservation | None = None
     quality: WindowObservation | None = None
+    gate: GateObservation | None = None
 
 
 # --- state and decisions --------------------------------------------------------------------

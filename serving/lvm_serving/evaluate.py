@@ -1,0 +1,107 @@
+"""Evaluate one model version on a held-out eval set and print the result as one JSON line.
+
+    python -m lvm_serving.evaluate --checkpoint file:///…/model.pt --sha256 … \\
+        --bank file:///…/concept_bank.npz [--bank-sha256 …] \\
+        --eval-set file:///…/eval_set.npz [--eval-sha256 …] [--threads 1] [--device cpu]
+
+This is what the operator runs, in a child process, for the pre-rollout gate and the scheduled
+drift check (a child process keeps torch out of the operator, lets a crash or an out-of-memory
+kill only the evaluation, and lets the operator enforce a timeout). It is also usable by hand.
+
+Output (stdout, one line, format ``lvm-eval-result`` version 1)::
+
+    {"format": "lvm-eval-result", "format_version": 1,
+     "checkpoint_sha256": …, "eval_set_sha256": …, "bank_sha256": …, "family": …,
+     "n": 512, "hit@1": …, "hit@5": …, "hit@10": …, "hit@5_proxy": …,
+     "empty_hit_rate": …, "nan_rate": …, "seconds": …,
+     "per_lane": {"0": {"n": 32, "hit@1": …, "hit@5": …, "hit@10": …}, …}}
+
+Hit@K is *exact* (the true next concept among the top K retrieved), as in the seed's eval set
+check; fractions in [0, 1]. On failure it prints ``{"format": …, "error": "…", "error_type":
+"ChecksumMismatchError"}`` and exits 2; the message says which file and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+RESULT_FORMAT = "lvm-eval-result"
+RESULT_FORMAT_VERSION = 1
+#: Per-lane numbers kept in the result (the operator's status stores these).
+LANE_KEYS = ("n", "hit@1", "hit@5", "hit@10")
+OVERALL_KEYS = ("n", "hit@1", "hit@5", "hit@10", "hit@5_proxy", "empty_hit_rate", "nan_rate")
+
+
+class EvalSetMismatchError(ValueError):
+    """The eval set's concept ids refer to another concept bank than the one given."""
+
+
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the operator keeps from :func:`lvm_serving.synthetic.evaluate`'s result."""
+    out = {key: result[key] for key in OVERALL_KEYS}
+    out["per_lane"] = {lane: {key: r[key] for key in LANE_KEYS}
+                       for lane, r in sorted(result["per_lane"].items(), key=lambda x: int(x[0]))}
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from lvm_serving.models.predictor import Predictor
+    from lvm_serving.synthetic import EvalSet, evaluate
+
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, args.threads))
+    predictor = Predictor.load(args.checkpoint, args.sha256, args.bank, args.bank_sha256,
+                               device=args.device)
+    eval_set = EvalSet.load(args.eval_set, args.eval_sha256)
+    bank_sha = predictor.bank.sha256 or ""
+    if eval_set.bank_sha256 and bank_sha and eval_set.bank_sha256 != bank_sha:
+        raise EvalSetMismatchError(
+            f"eval set {args.eval_set} refers to concept bank {eval_set.bank_sha256[:12]}… but "
+            f"the bank given ({args.bank}) is {bank_sha[:12]}…; evaluate with the bank the eval "
+            "set was made from (its concept ids mean nothing in another bank)")
+    result = compact(evaluate(predictor, eval_set))
+    loaded = predictor.checkpoint
+    return {
+        "format": RESULT_FORMAT, "format_version": RESULT_FORMAT_VERSION,
+        "checkpoint_sha256": loaded.sha256 if loaded is not None else "",
+        "eval_set_sha256": eval_set.sha256, "bank_sha256": bank_sha,
+        "family": predictor.family, **result,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lvm_serving.evaluate",
+                                description="Evaluate a model version on a held-out eval set.")
+    p.add_argument("--checkpoint", required=True, help="file:// URI or path of the checkpoint")
+    p.add_argument("--sha256", help="expected checkpoint sha256 (verified when given)")
+    p.add_argument("--bank", required=True, help="concept bank URI or path")
+    p.add_argument("--bank-sha256")
+    p.add_argument("--eval-set", required=True, help="eval set URI or path (eval_set.npz)")
+    p.add_argument("--eval-sha256")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        out = run(args)
+        code = 0
+    except Exception as exc:  # reported as data: the operator shows it in status and Events
+        out = {"format": RESULT_FORMAT, "format_version": RESULT_FORMAT_VERSION,
+               "error": str(exc), "error_type": type(exc).__name__}
+        code = 2
+    sys.stdout.write(json.dumps(out, separators=(",", ":"), sort_keys=True) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
