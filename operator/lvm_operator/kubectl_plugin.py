@@ -216,7 +216,9 @@ def fmt_metric(metric: str, value: float | None) -> str:
 
 
 VERDICT_STYLE = {"pass": "green", "breach": "bold red", "noData": "yellow", "error": "magenta",
-                 "inconclusive": "cyan"}
+                 "inconclusive": "cyan", "blocked": "bold red", "pending": "yellow",
+                 "ok": "green", "drifted": "bold red", "healthy": "green",
+                 "degraded": "bold red"}
 PHASE_STYLE = {"Progressing": "cyan", "Promoted": "green", "RolledBack": "red",
                "RollingBack": "red", "Failed": "bold red", "Paused": "yellow"}
 TERMINAL_PHASES = {"Promoted", "RolledBack", "Failed", "Aborted"}
@@ -492,6 +494,8 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
                                                           VERDICT_STYLE))
         out.append(table)
 
+    out += _evaluation_sections(status, now)
+
     conditions = status.get("conditions") or []
     if conditions:
         table = _section("Conditions", ("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"))
@@ -509,6 +513,64 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
             table.add_row(h.get("version", ""), h.get("outcome", ""),
                           relative(h.get("time"), now), h.get("checkpoint", ""),
                           h.get("reason") or "")
+        out.append(table)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def _evaluation_sections(status: dict, now: datetime) -> list[Any]:
+    """Pre-rollout gate, drift, recent evaluations and lane health, when the status has them."""
+    out: list[Any] = []
+    ev = status.get("evaluation") or {}
+    if ev.get("gate") or ev.get("drift") or ev.get("history"):
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        if ev.get("gate"):
+            g = ev["gate"]
+            grid.add_row("Pre-rollout gate", Text.assemble(
+                styled(g.get("verdict"), VERDICT_STYLE), f" ({g.get('candidate')}): "
+                f"{g.get('reason', '')}"))
+        if ev.get("drift"):
+            d = ev["drift"]
+            nxt = f"; next check {relative(d['nextCheckAt'], now)}" if d.get("nextCheckAt") \
+                else ""
+            grid.add_row("Drift", Text.assemble(styled(d.get("verdict"), VERDICT_STYLE),
+                                                f" ({d.get('version')}): {d.get('reason', '')}"
+                                                f"{nxt}"))
+        if ev.get("baseline"):
+            b = ev["baseline"]
+            grid.add_row("Baseline", f"{b.get('version')} ({b.get('source')}): Hit@1 "
+                         f"{_pct(b.get('hit1'))}, Hit@5 {_pct(b.get('hit5'))}, Hit@10 "
+                         f"{_pct(b.get('hit10'))}")
+        for r in ev.get("running") or []:
+            grid.add_row("Running", f"{r.get('version')} ({r.get('purpose')}) since "
+                         f"{relative(r.get('startedAt'), now)}")
+        table = _section("Evaluation", ("VERSION", "PURPOSE", "WHEN", "SEQUENCES", "HIT@1",
+                                        "HIT@5", "HIT@10", "ERROR"))
+        for r in (ev.get("history") or [])[-6:]:
+            table.add_row(r.get("version", ""), r.get("purpose", ""),
+                          relative(r.get("time"), now), str(r.get("sequences") or "—"),
+                          _pct(r.get("hit1")), _pct(r.get("hit5")), _pct(r.get("hit10")),
+                          r.get("error") or "")
+        out += [grid, table]
+    lh = status.get("laneHealth")
+    if lh:
+        title = f"Lane health: {lh.get('verdict')}"
+        if lh.get("time"):
+            title += f" · production checked {relative(lh['time'], now)}"
+        table = _section(title, ("VERSION", "LANE", "SOURCE", "HIT@5", "OVERALL", "BELOW",
+                                 "SAMPLES"))
+        for f in lh.get("flagged") or []:
+            table.add_row(f.get("version", ""), str(f.get("lane")), f.get("source", ""),
+                          _pct(f.get("value")), _pct(f.get("overall")),
+                          _pct(f.get("belowRelative")),
+                          "—" if f.get("samples") is None else f"{f['samples']:g}")
+        if not lh.get("flagged"):
+            table.add_row("—", "", "", "", "", "", lh.get("reason", ""))
         out.append(table)
     return out
 

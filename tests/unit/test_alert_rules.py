@@ -52,9 +52,14 @@ def test_thresholds_are_parameters():
     assert "> 20ms" in rules["LVMLatencyP95High"]["annotations"]["summary"]
 
 
-def test_rules_file_is_valid_yaml_with_one_group():
+def test_rules_file_is_valid_yaml_with_serving_and_evaluation_groups():
     doc = yaml.safe_load(RULES_FILE.read_text())
-    assert [g["name"] for g in doc["groups"]] == ["lvm-serving"]
+    assert [g["name"] for g in doc["groups"]] == ["lvm-serving", "lvm-evaluation"]
+    evaluation = {r["alert"]: r for r in doc["groups"][1]["rules"]}
+    assert set(evaluation) == {"LVMModelDrift", "LVMLaneUnhealthy"}
+    # Both fire on the operator's exported judgement (one source of truth for the limits).
+    assert "lvm_eval_drift_detected == 1" in evaluation["LVMModelDrift"]["expr"]
+    assert evaluation["LVMLaneUnhealthy"]["expr"] == "lvm_lane_below_overall_ratio > 0"
 
 
 @needs_promtool
@@ -62,7 +67,7 @@ def test_promtool_check_rules():
     proc = subprocess.run([PROMTOOL, "check", "rules", str(RULES_FILE)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 5 rules found" in proc.stdout
+    assert "SUCCESS: 7 rules found" in proc.stdout
 
 
 @needs_promtool

@@ -6,6 +6,12 @@ rate above 20 %. They watch production as clients see it, so shadow copies are e
 they are independent of any rollout: they fire for a champion that degrades long after its
 rollout finished.
 
+A second group, ``lvm-evaluation``, alerts on what the operator measures offline and exports
+(:mod:`lvm_operator.metrics`): the seed's weekly drift check (``LVMModelDrift``) and its lane
+health check (``LVMLaneUnhealthy``, a lane more than 15 % below its version's overall, from
+production metrics or the eval set). The operator judges those against each rollout's own
+limits; the alerts fire on its judgement and show the numbers.
+
 The checked-in ``lvm-alerts.rules.yaml`` next to this module is the output of
 :func:`render_rules_yaml`; a test fails when they differ. Regenerate with
 ``python -m lvm_operator.alerts``. ``tests/promtool/`` holds ``promtool test rules`` cases.
@@ -21,11 +27,13 @@ import yaml
 
 from lvm_serving import metrics_contract as mc
 
+from .. import metrics as om
 from ..analysis import promql
 from ..analysis.promql import BY_LANE, BY_VERSION, ShadowFilter
 
 RULES_FILE = Path(__file__).with_name("lvm-alerts.rules.yaml")
 GROUP_NAME = "lvm-serving"
+EVAL_GROUP_NAME = "lvm-evaluation"
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,43 @@ def alert_rules(t: AlertThresholds = AlertThresholds()) -> list[dict[str, Any]]:
     ]
 
 
+def evaluation_rules() -> list[dict[str, Any]]:
+    """Alerts on the operator's offline judgements (drift, lane health)."""
+    where = "{{ $labels.version }} ({{ $labels.rollout }})"
+    return [
+        {
+            "alert": "LVMModelDrift",
+            "expr": (f"max by (rollout, version) (abs({om.EVAL_DRIFT}))\n"
+                     f"and on (rollout, version)\n({om.EVAL_DRIFT_DETECTED} == 1)"),
+            "labels": {"severity": "warning", "component": "lvm-evaluation"},
+            "annotations": {
+                "summary": f"LVM {where}: eval-set drift {{{{ $value | humanizePercentage }}}} "
+                           "from its baseline",
+                "description": "The scheduled drift check re-evaluated the serving champion on "
+                               "the held-out eval set: Hit@1/5/10 overall or a lane's Hit@5 "
+                               "moved beyond spec.evaluation.drift.maxRelativeDrift (default "
+                               "5%) from the recorded baseline. kubectl lvm status shows the "
+                               "numbers.",
+            },
+        },
+        {
+            "alert": "LVMLaneUnhealthy",
+            "expr": f"{om.LANE_BELOW_OVERALL} > 0",
+            "labels": {"severity": "warning", "component": "lvm-evaluation"},
+            "annotations": {
+                "summary": f"LVM {where}: lane {{{{ $labels.lane }}}} is "
+                           f"{{{{ $value | humanizePercentage }}}} below the version's overall "
+                           "Hit@5 ({{ $labels.source }})",
+                "description": "The operator's lane health check (the seed's daily check) "
+                               "flagged a TMD lane more than analysis.laneHealth."
+                               "maxBelowOverall (default 15%) below its version's overall, on "
+                               "production feedback (source=production) or on the eval set "
+                               "(source=eval).",
+            },
+        },
+    ]
+
+
 class _Dumper(yaml.SafeDumper):
     pass
 
@@ -173,7 +218,8 @@ _HEADER = """\
 
 def render_rules_yaml(t: AlertThresholds = AlertThresholds()) -> str:
     """The full rules file (Prometheus ``rule_files`` format)."""
-    doc = {"groups": [{"name": GROUP_NAME, "rules": alert_rules(t)}]}
+    doc = {"groups": [{"name": GROUP_NAME, "rules": alert_rules(t)},
+                      {"name": EVAL_GROUP_NAME, "rules": evaluation_rules()}]}
     return _HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=200,
                                default_flow_style=False)
 

@@ -270,7 +270,8 @@ Ratio = Annotated[Float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 class LaneResult(ApiModel):
     lane: Int = Field(ge=0, le=NUM_LANES - 1)
-    n: Int = Field(ge=0, description="Eval sequences of this lane.")
+    # Not "n": YAML 1.1 parsers (the apiserver's included) read a bare n key as a boolean.
+    sequences: Int = Field(ge=0, description="Eval sequences of this lane.")
     hit1: Ratio | None = None
     hit5: Ratio | None = None
     hit10: Ratio | None = None
@@ -286,7 +287,7 @@ class EvalResult(ApiModel):
     eval_set_sha256: Sha256 | None = Field(None, description="Digest of the eval set used.")
     time: datetime = Field(description="When it finished (RFC3339).")
     seconds: Float | None = Field(None, ge=0, description="How long it took.")
-    n: Int | None = Field(None, ge=0, description="Eval sequences.")
+    sequences: Int | None = Field(None, ge=0, description="Eval sequences.")
     hit1: Ratio | None = None
     hit5: Ratio | None = None
     hit10: Ratio | None = None

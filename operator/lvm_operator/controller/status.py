@@ -261,7 +261,7 @@ def evaluation_events(old: LVMRolloutStatus, new: LVMRolloutStatus) -> list[Even
             events.append(Event(NORMAL, "Evaluated", (
                 f"{r.version} ({r.purpose.value}) on the eval set: Hit@1 {_pct(r.hit1)}, "
                 f"Hit@5 {_pct(r.hit5)}, Hit@10 {_pct(r.hit10)}, empty hits "
-                f"{_pct(r.empty_hit_rate)}, NaN {_pct(r.nan_rate)} over {r.n} sequences "
+                f"{_pct(r.empty_hit_rate)}, NaN {_pct(r.nan_rate)} over {r.sequences} sequences "
                 f"in {r.seconds or 0:.1f} s")))
     g0, g1 = before.gate, after.gate
     if g1 is not None and g1.verdict in (GateVerdict.PASS, GateVerdict.BLOCKED) and (
@@ -378,6 +378,7 @@ def compute(old: LVMRolloutStatus, t: TickResult) -> StatusUpdate:
         elif t.decision is not None and (
             t.decision.action is not Action.HOLD or t.decision.guardrail or t.decision.quality
             or t.decision.conditions or not old.message
+            or t.decision.state.current_step is None  # e.g. the gate's verdict changed
         ):
             # A plain hold between checks only restates the countdown: not worth a write.
             new.message = _text(t.decision.reason)

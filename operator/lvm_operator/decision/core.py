@@ -157,8 +157,8 @@ def _start(plan: Plan, state: RolloutState, now: float,
         state = replace(state, phase=Phase.PENDING, candidate_weight=0, shadow=False)
         action = Action.RESTART if previous is not None else Action.HOLD
         if gate is None or gate.verdict is GateVerdict.PENDING:
-            why = (f"evaluating candidate {plan.candidate} on the eval set before any traffic"
-                   + (f": {gate.reason}" if gate is not None and gate.reason else ""))
+            why = (gate.reason if gate is not None and gate.reason else
+                   f"evaluating candidate {plan.candidate} on the eval set before any traffic")
         elif gate.verdict is GateVerdict.BLOCKED:
             why = f"pre-rollout gate blocked {plan.candidate}: {gate.reason}"
         else:

@@ -96,13 +96,14 @@ def result_from_output(purpose: EvalPurpose, subject: Subject, ev: Evaluation,
         kind = output.get("error_type")
         return EvalResult(**common, error=(f"{kind}: {error}" if kind else error)[:1024])
     lanes = [
-        LaneResult(lane=int(lane), n=int(r.get("n", 0)), hit1=_ratio(r.get("hit@1")),
+        LaneResult(lane=int(lane), sequences=int(r.get("n", 0)), hit1=_ratio(r.get("hit@1")),
                    hit5=_ratio(r.get("hit@5")), hit10=_ratio(r.get("hit@10")))
         for lane, r in sorted(output.get("per_lane", {}).items(), key=lambda x: int(x[0]))
     ]
     sha = output.get("eval_set_sha256") or None
     return EvalResult(
-        **common, eval_set_sha256=sha, seconds=output.get("seconds"), n=int(output["n"]),
+        **common, eval_set_sha256=sha, seconds=output.get("seconds"),
+        sequences=int(output["n"]),
         hit1=_ratio(output.get("hit@1")), hit5=_ratio(output.get("hit@5")),
         hit10=_ratio(output.get("hit@10")), hit5_proxy=_ratio(output.get("hit@5_proxy")),
         empty_hit_rate=_ratio(output.get("empty_hit_rate")),
@@ -129,12 +130,12 @@ def latest(history: Sequence[EvalResult] | None, subject: Subject, ev: Evaluatio
 
 def as_quality_dict(r: EvalResult) -> dict[str, Any]:
     """The shape :mod:`lvm_serving.quality` reads (``hit@5``, ``n``, ``per_lane``)."""
-    out: dict[str, Any] = {"n": r.n}
+    out: dict[str, Any] = {"n": r.sequences}
     for name, key in HIT_FIELDS:
         if getattr(r, name) is not None:
             out[key] = getattr(r, name)
     out["per_lane"] = {str(x.lane): {key: getattr(x, name) for name, key in HIT_FIELDS
-                                     if getattr(x, name) is not None} | {"n": x.n}
+                                     if getattr(x, name) is not None} | {"n": x.sequences}
                        for x in r.lanes or []}
     return out
 
@@ -229,12 +230,12 @@ def gate_status(ev: Evaluation, status: EvaluationStatus | None, *, champion: Su
     if cand is None or champ is None or cand.eval_set_sha256 != champ.eval_set_sha256:
         waiting = [v.version for v, r in ((candidate, cand), (champion, champ)) if r is None]
         return out(GateVerdict.PENDING, f"evaluating {' and '.join(waiting) or 'the champion'}"
-                                        " on the eval set")
+                                        " on the eval set before any candidate traffic")
     verdict = quality.pre_rollout_gate(as_quality_dict(cand), as_quality_dict(champ),
                                        g.min_hit5, g.max_degradation)
     text = (f"{verdict.reason}; candidate {candidate.version} Hit@1/5/10 "
             f"{_pct(cand.hit1)}/{_pct(cand.hit5)}/{_pct(cand.hit10)}, champion "
-            f"{champion.version} Hit@5 {_pct(champ.hit5)} ({cand.n} sequences)")
+            f"{champion.version} Hit@5 {_pct(champ.hit5)} ({cand.sequences} sequences)")
     return out(GateVerdict.PASS if verdict.passed else GateVerdict.BLOCKED, text)
 
 
@@ -278,7 +279,7 @@ def drift_rows(baseline: Baseline, current: EvalResult, max_relative: float,
     for lane in current.lanes or []:
         base = base_lanes.get(lane.lane)
         if (base is None or base.hit5 is None or lane.hit5 is None or base.hit5 <= 0
-                or lane.n < lane_min_sequences or base.n < lane_min_sequences):
+                or lane.sequences < lane_min_sequences or base.sequences < lane_min_sequences):
             continue
         d = quality.Drift("hit5", base.hit5, lane.hit5)
         rows.append(DriftRow(metric="hit5", lane=lane.lane, baseline=base.hit5,
@@ -339,7 +340,7 @@ def eval_lane_flags(result: EvalResult | None, max_below: float) -> list[LaneFla
     """Lanes of one eval result more than ``max_below`` under its overall Hit@5 (exact)."""
     if result is None or result.error is not None or result.hit5 is None:
         return []
-    sizes = {x.lane: x.n for x in result.lanes or []}
+    sizes = {x.lane: x.sequences for x in result.lanes or []}
     return [
         LaneFlag(version=result.version, lane=int(f.lane), source=LaneSource.EVAL,
                  value=f.value, overall=f.overall, below_relative=f.below_relative,
