@@ -11,8 +11,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/lvm-rollout
 ENV PATH=/opt/lvm-rollout/bin:$PATH
 WORKDIR /src
-# The project depends on torch (serving's model families); the operator never runs a model, so
-# take the CPU-only wheel instead of the CUDA one (a far smaller image).
+# The project depends on torch (serving's model families); the operator only runs a model in its
+# offline-evaluation child processes, on CPU, so take the CPU-only wheel (a far smaller image).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3,<3"
 COPY pyproject.toml README.md ./
 COPY operator ./operator

@@ -72,6 +72,8 @@ def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
     assert demo.returncode == 0, out[-4000:] + demo.stderr[-2000:]
     # The good candidate walked every step and was promoted...
     assert "promoted v2-longer-training" in out
+    # Each candidate passed the pre-rollout gate on the eval set before any traffic.
+    assert out.count("GatePassed") >= 2, out[-4000:]
     assert out.count("StepAdvanced") >= 3
     # ...and the slow one (15 ms injected per request) was rolled back by the latency guardrail.
     assert "RolledBack" in out and "v3-slow" in out

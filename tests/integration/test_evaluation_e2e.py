@@ -183,6 +183,9 @@ def test_gate_blocks_a_weak_candidate(env):
     assert "pre-rollout gate blocked v2" in s["message"]
     cond = conditions(s)["GatePassed"]
     assert (cond["status"], cond["reason"]) == ("False", "GateBlocked")
+    # It will not start by itself: not progressing (kubectl wait --for=condition=... works).
+    progressing = conditions(s)["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "GateBlocked")
     blocked = env.event(ns, "GateBlocked")
     assert blocked["type"] == "Warning" and "< minimum 0.660" in blocked["message"]
     assert sum(e["reason"] == "Evaluated" for e in env.events(ns)) == 2  # candidate, champion
@@ -319,5 +322,6 @@ def test_a_missing_eval_set_fails_the_gate_with_the_file_named(env):
     assert s["phase"] == "Pending" and s.get("candidateWeight", 0) == 0
     cond = conditions(s)["GatePassed"]
     assert (cond["status"], cond["reason"]) == ("False", "EvaluationFailed")
+    assert conditions(s)["Progressing"]["reason"] == "EvaluationFailed"
     failed = env.event(ns, "EvaluationFailed")
     assert failed["type"] == "Warning" and "no-such-dir/eval_set.npz" in failed["message"]

@@ -80,3 +80,17 @@ def test_local_example_is_fast():
     assert spec.serve.url == "http://127.0.0.1:8265"
     assert all(s.duration_seconds <= 30 for s in spec.steps)
     assert duration_seconds(spec.analysis.guardrails.interval) <= 5
+
+
+def test_evaluation_example_is_the_seeds_step_6():
+    spec = _load("evaluation-gate.yaml").spec
+    ev = spec.evaluation
+    assert ev is not None and ev.eval_set.sha256 is None  # refreshed in place weekly
+    assert (ev.gate.enabled, ev.gate.min_hit5, ev.gate.max_degradation) == (True, 0.66, 0.05)
+    assert (duration_seconds(ev.drift.interval), ev.drift.max_relative_drift) == (7 * 86400, 0.05)
+    assert ev.drift.baseline is not None and ev.drift.baseline.hit5 == 0.6652
+    lanes = spec.analysis.lane_health
+    assert (duration_seconds(lanes.interval), lanes.max_below_overall) == (86400, 0.15)
+    # The operator reads these files itself: plain paths on a mounted volume, not s3://.
+    for uri in (spec.champion.checkpoint, spec.candidate.checkpoint, ev.eval_set.uri):
+        assert uri.startswith("/models/")

@@ -225,6 +225,12 @@ def test_all_options_objects(tools):
     assert c["image"] == "registry.example.com/ml/lvm-rollout:0.1.0-test"
     assert c["imagePullPolicy"] == "Always"
     assert c["args"][-2:] == ["--priority", "10"]
+    # The volume with the checkpoints and eval sets that offline evaluation reads.
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "lvm-models",
+                                                        "readOnly": True}} in pod["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
         assert one(docs, kind)["apiVersion"] == "monitoring.coreos.com/v1"
         assert one(docs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"

@@ -210,3 +210,115 @@ def test_malformed_commands_are_rejected_not_fatal():
         last = kube.obj["status"]["lastCommand"]
         assert last["result"] == "rejected" and len(last["id"]) <= 253
     assert reasons(kube).count("CommandRejected") == 3
+
+
+# --- the pre-rollout gate, with a FAKE evaluation runner --------------------------------------
+
+
+class FakeRunner:
+    """A FAKE evaluation runner: each version's output is set by the test; runs finish when the
+    test says so (the real child processes run in test_evaluation_e2e.py)."""
+
+    def __init__(self, outputs: dict[str, dict]) -> None:
+        self.outputs = outputs
+        self.started: list[str] = []
+        self.done: set[str] = set()
+        self._running: dict[str, float] = {}
+
+    def submit(self, req, now):
+        from lvm_operator.evaluation.runner import Running
+
+        self.started.append(req.version)
+        self._running.setdefault(req.key, now)
+        return Running(self._running[req.key])
+
+    def poll(self, req):
+        from lvm_operator.evaluation.runner import Finished, Running
+
+        if req.key not in self._running:
+            return None
+        if req.version in self.done:
+            return Finished(self.outputs[req.version], self._running[req.key] + 1.0)
+        return Running(self._running[req.key])
+
+    def collect(self, req):
+        self._running.pop(req.key, None)
+
+
+def output(hit5: float) -> dict:
+    lanes = {str(k): {"n": 32, "hit@1": hit5, "hit@5": hit5, "hit@10": hit5} for k in range(16)}
+    return {"format": "lvm-eval-result", "format_version": 1, "n": 512, "hit@1": hit5 - 0.05,
+            "hit@5": hit5, "hit@10": hit5 + 0.05, "hit@5_proxy": hit5, "empty_hit_rate": 0.0,
+            "nan_rate": 0.0, "eval_set_sha256": "e" * 64, "seconds": 1.0, "per_lane": lanes}
+
+
+def setup_gate(candidate_hit5: float):
+    r, kube, backend, clock = setup(evaluation={"evalSet": {"uri": "file:///e/eval_set.npz"}})
+    runner = FakeRunner({CANDIDATE: output(candidate_hit5), CHAMPION: output(0.70)})
+    r._evaluator = runner
+    return r, kube, backend, clock, runner
+
+
+def test_gate_holds_the_rollout_until_the_candidate_is_evaluated():
+    r, kube, backend, clock, runner = setup_gate(0.72)
+    wait = r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert sorted(runner.started) == sorted([CANDIDATE, CHAMPION])
+    assert s["phase"] == "Pending" and s.get("candidateWeight", 0) == 0
+    assert s["evaluation"]["gate"]["verdict"] == "pending" and wait <= 1.0  # polls soon
+    assert {c["type"]: c["reason"] for c in s["conditions"]}["GatePassed"] == "Evaluating"
+    assert all(a.router.candidate_weight == 0 for a in backend.applied)
+    runner.done |= {CANDIDATE, CHAMPION}
+    clock.t += 1.0
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["evaluation"]["gate"]["verdict"] == "pass" and s["candidateWeight"] == 25
+    assert reasons(kube)[:4] == ["Evaluated", "Evaluated", "GatePassed", "BaselineRecorded"]
+    assert "Started" in reasons(kube)
+    assert backend.applied[-1].router.candidate_weight == 25
+
+
+def test_a_blocked_gate_is_retried_by_command_and_the_numbers_are_exported():
+    from lvm_operator.metrics import METRICS
+
+    r, kube, _backend, clock, runner = setup_gate(0.41)
+    runner.done |= {CANDIDATE, CHAMPION}
+    r.tick("ml", "lvm-local")
+    clock.t += 1.0
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["evaluation"]["gate"]["verdict"] == "blocked" and s["phase"] == "Pending"
+    assert "candidate Hit@5 0.410 < minimum 0.660" in s["message"]
+    assert reasons(kube).count("GateBlocked") == 1
+    exposition = METRICS.registry.get_sample_value(
+        "lvm_eval_gate_passed", {"rollout": "ml/lvm-local", "version": CANDIDATE})
+    assert exposition == 0.0
+    assert METRICS.registry.get_sample_value(
+        "lvm_eval_hit_ratio", {"rollout": "ml/lvm-local", "version": CANDIDATE, "k": "5"}) == 0.41
+    # A few more ticks: nothing re-runs, no new Events (the verdict did not change).
+    for _ in range(3):
+        clock.t += 1.0
+        r.tick("ml", "lvm-local")
+    assert len(runner.started) == 2 and reasons(kube).count("GateBlocked") == 1
+    # retry: the candidate is better now (e.g. the eval set was refreshed in place).
+    runner.outputs[CANDIDATE] = output(0.72)
+    runner.done.clear()
+    kube.obj["metadata"]["annotations"] = {ANNOTATION_COMMAND: "retry",
+                                           ANNOTATION_COMMAND_ID: "r1"}
+    clock.t += 1.0
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["lastCommand"]["result"] == "accepted" and "re-evaluating" in s["message"]
+    assert s["evaluation"]["gate"]["verdict"] == "pending"
+    runner.done |= {CANDIDATE, CHAMPION}
+    clock.t += 1.0
+    r.tick("ml", "lvm-local")
+    s = kube.obj["status"]
+    assert s["evaluation"]["gate"]["verdict"] == "pass" and s["candidateWeight"] == 25
+    assert len(runner.started) == 4
+    # retry is refused once the rollout runs.
+    kube.obj["metadata"]["annotations"] = {ANNOTATION_COMMAND: "retry",
+                                           ANNOTATION_COMMAND_ID: "r2"}
+    clock.t += 0.5
+    r.tick("ml", "lvm-local")
+    assert kube.obj["status"]["lastCommand"]["result"] == "rejected"

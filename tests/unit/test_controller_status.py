@@ -144,3 +144,64 @@ def test_invalid_spec_is_failed_with_one_event():
 ])
 def test_merge_patch(old, new, patch):
     assert merge_patch(old, new) == patch
+
+
+# --- evaluation and lane health: conditions and Events from the diff ---------------------------
+
+
+def _drift(verdict: str, t: float, reason: str):
+    from lvm_operator.api import DriftStatus, EvaluationStatus
+
+    return EvaluationStatus(drift=DriftStatus(version=CHAMPION, verdict=verdict, reason=reason,
+                                              time=datetime.fromtimestamp(t, UTC)))
+
+
+def _lanes(*lanes: int):
+    from lvm_operator.api import LaneFlag, LaneHealthStatus
+
+    flags = [LaneFlag(version=CHAMPION, lane=k, source="production", value=0.3, overall=0.7,
+                      below_relative=4 / 7) for k in lanes]
+    return LaneHealthStatus(verdict="degraded" if lanes else "healthy",
+                            reason=f"lanes {list(lanes)}", flagged=flags or None)
+
+
+@pytest.mark.parametrize(("before", "after", "events", "drifted"), [
+    # (drift verdict, time) before -> after: Events, Drifted condition status
+    (None, ("ok", 1), [], "False"),
+    (("ok", 1), ("drifted", 2), [("Warning", "ModelDrift")], "True"),
+    (("drifted", 2), ("drifted", 2), [], "True"),  # same check: said once
+    (("drifted", 2), ("drifted", 3), [("Warning", "ModelDrift")], "True"),  # next week's check
+    (("drifted", 3), ("ok", 4), [("Normal", "DriftResolved")], "False"),
+    (("ok", 1), ("error", 2), [], "False"),
+])
+def test_drift_events_and_condition(before, after, events, drifted):
+    p, d = started()
+    old = compute(LVMRolloutStatus(), tick(p, d, T0)).status
+    if before is not None:
+        old = compute(old, tick(p, d, T0, evaluation=_drift(*before, "r0"))).status
+    new = compute(old, tick(p, d, T0 + 1, evaluation=_drift(*after, f"r{after[1]}")))
+    got = [(e.type, e.reason) for e in new.events if e.reason in ("ModelDrift",
+                                                                  "DriftResolved")]
+    assert got == events
+    assert conditions(new.status)["Drifted"].status.value == drifted
+
+
+def _lane_events(update):
+    return [(e.type, e.reason) for e in update.events
+            if e.reason in ("LaneUnhealthy", "LanesHealthy")]
+
+
+def test_lane_events_and_condition():
+    p, d = started()
+    s0 = compute(LVMRolloutStatus(), tick(p, d, T0, lane_health=_lanes())).status
+    assert conditions(s0)["LanesDegraded"].status.value == "False"
+    u1 = compute(s0, tick(p, d, T0 + 1, lane_health=_lanes(3)))
+    assert _lane_events(u1) == [("Warning", "LaneUnhealthy")]
+    assert conditions(u1.status)["LanesDegraded"].reason == "LaneBelowOverall"
+    u2 = compute(u1.status, tick(p, d, T0 + 2, lane_health=_lanes(3)))
+    assert _lane_events(u2) == []  # nothing new: said once
+    u3 = compute(u2.status, tick(p, d, T0 + 3, lane_health=_lanes(3, 7)))
+    assert _lane_events(u3) == [("Warning", "LaneUnhealthy")]  # a newly flagged lane
+    u4 = compute(u3.status, tick(p, d, T0 + 4, lane_health=_lanes()))
+    assert _lane_events(u4) == [("Normal", "LanesHealthy")]
+    assert conditions(u4.status)["LanesDegraded"].status.value == "False"

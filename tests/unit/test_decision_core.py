@@ -515,3 +515,62 @@ def test_spec_change_clears_a_raised_no_data_condition():
     assert d.action is Action.RESTART and not d.state.no_data_raised
     (cond,) = d.conditions
     assert (cond.type, cond.status, cond.reason) == (NO_DATA_CONDITION, False, "SpecChanged")
+
+
+# --- the pre-rollout gate ---------------------------------------------------------------------
+
+# (gate verdict or None, expected action, phase, weight, reason fragment)
+GATE_ROWS = [
+    (None, Action.HOLD, Phase.PENDING, 0, "evaluating candidate phase2-500ctx on the eval set"),
+    ("pending", Action.HOLD, Phase.PENDING, 0, "evaluating phase2-500ctx and phase1"),
+    ("blocked", Action.HOLD, Phase.PENDING, 0,
+     "pre-rollout gate blocked phase2-500ctx: candidate Hit@5 0.410 < minimum 0.660"),
+    ("error", Action.HOLD, Phase.PENDING, 0, "pre-rollout evaluation failed: eval set file"),
+    ("pass", Action.ADVANCE, Phase.PROGRESSING, 10, "started step 1/4"),
+]
+GATE_REASONS = {"pending": "evaluating phase2-500ctx and phase1-baseline on the eval set",
+                "blocked": "candidate Hit@5 0.410 < minimum 0.660 on the eval set",
+                "error": "eval set file not found: /x/eval_set.npz", "pass": "Hit@5 0.700"}
+
+
+@pytest.mark.parametrize(("verdict", "action", "phase", "weight", "why"), GATE_ROWS)
+def test_gate_decides_whether_the_rollout_starts(verdict, action, phase, weight, why):
+    from lvm_operator.decision import GateObservation, GateVerdict
+
+    gate = None if verdict is None else GateObservation(GateVerdict(verdict),
+                                                        GATE_REASONS[verdict])
+    d = decide(plan(gate_required=True), RolloutState(), Observations(gate=gate), 0.0)
+    assert (d.action, d.state.phase, d.state.candidate_weight) == (action, phase, weight)
+    assert why in d.reason
+    assert (d.state.current_step is None) == (verdict != "pass")
+
+
+def test_gate_is_ignored_when_not_required_and_after_the_start():
+    from lvm_operator.decision import GateObservation, GateVerdict
+
+    blocked = GateObservation(GateVerdict.BLOCKED, "candidate Hit@5 0.410 < minimum 0.660")
+    d = decide(plan(), RolloutState(), Observations(gate=blocked), 0.0)
+    assert d.action is Action.ADVANCE  # no gate in the plan: starts
+    # Once started, a later gate verdict does not stop it (guardrails and quality judge now).
+    d2 = decide(plan(gate_required=True), d.state, Observations(good(), good(), blocked), 10.0)
+    assert d2.state.current_step == 0 and d2.state.candidate_weight == 10
+
+
+def test_waiting_for_the_gate_does_not_spin():
+    p = plan(gate_required=True)
+    d = decide(p, RolloutState(), Observations(), 0.0)
+    # 10 s: the guardrail interval (the operator also wakes when an evaluation finishes).
+    assert next_decision_in_s(p, d.state, 0.0) == 10.0
+    assert next_decision_in_s(plan(), RolloutState(), 0.0) == 0.0
+
+
+def test_a_new_candidate_waits_for_its_gate_with_no_traffic():
+    from lvm_operator.decision import GateObservation, GateVerdict
+
+    state = started()
+    pending = GateObservation(GateVerdict.PENDING, "evaluating v3 and phase1 on the eval set")
+    d = decide(plan(gate_required=True, fingerprint="fp-2"), state, Observations(gate=pending),
+               50.0)
+    assert d.action is Action.RESTART and d.state.candidate_weight == 0
+    assert d.reason.startswith("spec changed (fp-1 -> fp-2) at step 1/4")
+    assert "not started: evaluating v3" in d.reason

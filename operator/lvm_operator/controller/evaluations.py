@@ -15,7 +15,6 @@ from typing import Any
 from ..api import (
     EvalPurpose,
     EvaluationStatus,
-    GateVerdict,
     LaneHealthStatus,
     LaneHealthVerdict,
     LaneSource,
@@ -53,7 +52,10 @@ def evaluation_tick(spec: LVMRolloutSpec, rollout: str, old: EvaluationStatus | 
                     reevaluate: bool = False) -> EvaluationTick:
     ev = spec.evaluation
     if ev is None:
-        return EvaluationTick(None, None, False, None)
+        # Evaluation switched off: its verdicts (and their conditions) go; results stay.
+        cleared = None if old is None else old.model_copy(
+            update={"gate": None, "drift": None, "running": None})
+        return EvaluationTick(cleared, None, False, None)
     champ, cand = subject(champion), subject(candidate) if candidate is not None else None
     status = (old or EvaluationStatus()).model_copy(deep=True)
     if reevaluate:
@@ -80,10 +82,6 @@ def evaluation_tick(spec: LVMRolloutSpec, rollout: str, old: EvaluationStatus | 
 
     if gate_open and cand is not None:
         status.gate = policy.gate_status(ev, status, champion=champ, candidate=cand, now=now)
-        if status.gate.verdict is GateVerdict.PENDING and old is not None and old.gate \
-                and old.gate.candidate == cand.version and old.gate.verdict is not \
-                GateVerdict.PENDING and not reevaluate:
-            status.gate = status.gate.model_copy(update={"time": old.gate.time})
     elif not ev.gate.enabled:
         status.gate = None
     status.baseline = policy.baseline_for(ev, status, champ)
@@ -150,7 +148,10 @@ def lane_health_tick(spec: LVMRolloutSpec, old: LaneHealthStatus | None,
                 prod_verdict = LaneHealthVerdict.NO_DATA
                 prod_reason = (f"production lanes not judged: no version has a lane with "
                                f"{cfg.min_feedback} feedback events in the last {cfg.window}")
-                next_at = policy.to_time(now + min(cfg.interval_seconds, LANE_RETRY_S))
+                # Traffic builds up over a window: look again after a quarter of it (a new
+                # rollout is not left unjudged for a day), not every minute for hundreds.
+                retry = max(LANE_RETRY_S, cfg.window_seconds / 4)
+                next_at = policy.to_time(now + min(cfg.interval_seconds, retry))
             else:
                 prod_reason = f"production lanes of {', '.join(judged)} over {cfg.window}"
                 next_at = policy.to_time(now + cfg.interval_seconds)

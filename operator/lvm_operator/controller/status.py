@@ -186,8 +186,14 @@ def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
                               f"the Serve config for {phase.value} (candidate {weight}%) is "
                               "applied", now, gen))
     moving = phase in (ApiPhase.PENDING, ApiPhase.PROGRESSING)
-    out.append(_condition(old, PROGRESSING, moving,
-                          "RolloutProgressing" if moving else phase.value, message, now, gen))
+    reason = "RolloutProgressing" if moving else phase.value
+    gate = t.evaluation.gate if t.evaluation is not None else None
+    if phase is ApiPhase.PENDING and gate is not None and gate.verdict in (
+            GateVerdict.BLOCKED, GateVerdict.ERROR):
+        # Not started, and it will not start by itself: not progressing, and why.
+        moving = False
+        reason = "GateBlocked" if gate.verdict is GateVerdict.BLOCKED else "EvaluationFailed"
+    out.append(_condition(old, PROGRESSING, moving, reason, message, now, gen))
     if t.invalid is not None:
         degraded = (True, "InvalidSpec", t.invalid)
     elif phase is ApiPhase.ROLLED_BACK:

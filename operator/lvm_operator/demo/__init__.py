@@ -110,6 +110,9 @@ def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: arti
     spec["prometheus"] = {"url": stack.prometheus.url}
     spec["serve"] = {"backend": "rayDashboard", "url": stack.ray.dashboard_url,
                      "application": APPLICATION}
+    # The pre-rollout gate: the candidate is evaluated on the held-out eval set (the train
+    # command wrote it; every version shares it) before it gets any traffic.
+    spec["evaluation"] = {"evalSet": {"uri": champion.eval_uri, "sha256": champion.eval_sha256}}
     return manifest
 
 

@@ -233,9 +233,9 @@ def gate_status(ev: Evaluation, status: EvaluationStatus | None, *, champion: Su
                                         " on the eval set before any candidate traffic")
     verdict = quality.pre_rollout_gate(as_quality_dict(cand), as_quality_dict(champ),
                                        g.min_hit5, g.max_degradation)
-    text = (f"{verdict.reason}; candidate {candidate.version} Hit@1/5/10 "
-            f"{_pct(cand.hit1)}/{_pct(cand.hit5)}/{_pct(cand.hit10)}, champion "
-            f"{champion.version} Hit@5 {_pct(champ.hit5)} ({cand.sequences} sequences)")
+    text = (f"{verdict.reason}; Hit@1/5/10 {candidate.version} "
+            f"{_pct(cand.hit1)}/{_pct(cand.hit5)}/{_pct(cand.hit10)} vs {champion.version} "
+            f"{_pct(champ.hit1)}/{_pct(champ.hit5)}/{_pct(champ.hit10)}")
     return out(GateVerdict.PASS if verdict.passed else GateVerdict.BLOCKED, text)
 
 

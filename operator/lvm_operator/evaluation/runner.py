@@ -19,6 +19,7 @@ the natural next backend behind this same ``submit/poll`` interface.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -97,6 +98,7 @@ class LocalEvaluationRunner:
         self.python = python
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lvm-eval")
         self._runs: dict[str, tuple[float, Future[Finished]]] = {}
+        self._procs: set[subprocess.Popen[str]] = set()
         self._lock = threading.Lock()
 
     def submit(self, request: EvalRequest, now: float) -> Running:
@@ -125,25 +127,42 @@ class LocalEvaluationRunner:
                 del self._runs[request.key]
 
     def shutdown(self) -> None:
+        """Stop: queued evaluations are dropped, running ones killed."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     def _run(self, request: EvalRequest) -> Finished:
         argv = request.argv(self.python, self.threads)
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True,
-                                  timeout=request.timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            return self._error(f"timed out after {request.timeout_s:g} s "
-                               "(spec.evaluation.timeout)", "Timeout")
+            # Same process group and session as the operator: whatever stops the operator (a
+            # container exit, the local stack's session kill) stops its evaluations too.
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
         except OSError as e:
             return self._error(f"could not start the evaluation: {e}", type(e).__name__)
-        lines = [x for x in proc.stdout.splitlines() if x.strip()]
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=request.timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return self._error(f"timed out after {request.timeout_s:g} s "
+                               "(spec.evaluation.timeout)", "Timeout")
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        lines = [x for x in stdout.splitlines() if x.strip()]
         try:
             output = json.loads(lines[-1]) if lines else None
         except json.JSONDecodeError:
             output = None
         if not isinstance(output, dict):
-            tail = (proc.stderr or proc.stdout)[-600:].strip()
+            tail = (stderr or stdout)[-600:].strip()
             return self._error(f"evaluation exited {proc.returncode} without a result: {tail}",
                                "EvaluationCrashed")
         if proc.returncode != 0 and "error" not in output:
