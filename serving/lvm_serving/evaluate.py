@@ -48,13 +48,26 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def add_artifact_args(p: argparse.ArgumentParser) -> None:
+    """The files an evaluation reads (shared with the daily regression suite)."""
+    p.add_argument("--checkpoint", required=True, help="file:// URI or path of the checkpoint")
+    p.add_argument("--sha256", help="expected checkpoint sha256 (verified when given)")
+    p.add_argument("--bank", required=True, help="concept bank URI or path")
+    p.add_argument("--bank-sha256")
+    p.add_argument("--eval-set", required=True, help="eval set URI or path (eval_set.npz)")
+    p.add_argument("--eval-sha256")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(predictor, eval_set)`` from :func:`add_artifact_args`' options, digests verified and
+    the eval set checked against the bank its concept ids refer to."""
     import torch
 
     from lvm_serving.models.predictor import Predictor
-    from lvm_serving.synthetic import EvalSet, evaluate
+    from lvm_serving.synthetic import EvalSet
 
-    started = time.perf_counter()
     torch.set_num_threads(max(1, args.threads))
     predictor = Predictor.load(args.checkpoint, args.sha256, args.bank, args.bank_sha256,
                                device=args.device)
@@ -65,6 +78,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"eval set {args.eval_set} refers to concept bank {eval_set.bank_sha256[:12]}… but "
             f"the bank given ({args.bank}) is {bank_sha[:12]}…; evaluate with the bank the eval "
             "set was made from (its concept ids mean nothing in another bank)")
+    return predictor, eval_set
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from lvm_serving.synthetic import evaluate
+
+    started = time.perf_counter()
+    predictor, eval_set = load(args)
+    bank_sha = predictor.bank.sha256 or ""
     result = compact(evaluate(predictor, eval_set))
     loaded = predictor.checkpoint
     return {
@@ -79,14 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lvm_serving.evaluate",
                                 description="Evaluate a model version on a held-out eval set.")
-    p.add_argument("--checkpoint", required=True, help="file:// URI or path of the checkpoint")
-    p.add_argument("--sha256", help="expected checkpoint sha256 (verified when given)")
-    p.add_argument("--bank", required=True, help="concept bank URI or path")
-    p.add_argument("--bank-sha256")
-    p.add_argument("--eval-set", required=True, help="eval set URI or path (eval_set.npz)")
-    p.add_argument("--eval-sha256")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_artifact_args(p)
     return p.parse_args(argv)
 
 

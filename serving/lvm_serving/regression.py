@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lvm_serving.evaluate import add_artifact_args, load
 from lvm_serving.models import InputError
 from lvm_serving.models.predictor import Predictor
 from lvm_serving.quality import LANE_HEALTH_MAX_BELOW, lane_health
@@ -118,12 +119,8 @@ def check_errors(result: dict, max_error_rate: float) -> CheckResult:
 
 
 def run_suite(args: argparse.Namespace) -> list[CheckResult]:
-    import torch
-
-    torch.set_num_threads(args.threads)  # batch-1 latency, like one Serve replica's request
-    predictor = Predictor.load(args.checkpoint, args.sha256, args.bank, args.bank_sha256,
-                               device=args.device)
-    eval_set = EvalSet.load(args.eval_set, args.eval_sha256)
+    # --threads 1 by default: batch-1 latency, like one Serve replica's request.
+    predictor, eval_set = load(args)
     result = evaluate(predictor, eval_set)
     meta = predictor.checkpoint.meta if predictor.checkpoint else {}
     context_length = int(meta.get("context_length") or eval_set.context_length)
@@ -152,18 +149,11 @@ def format_report(results: list[CheckResult]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="The daily LVM regression suite.")
-    p.add_argument("--checkpoint", required=True, help="file:// URI or path of the checkpoint")
-    p.add_argument("--sha256", help="expected checkpoint sha256 (verified when given)")
-    p.add_argument("--bank", required=True, help="concept bank URI or path")
-    p.add_argument("--bank-sha256")
-    p.add_argument("--eval-set", required=True, help="eval set URI or path (eval_set.npz)")
-    p.add_argument("--eval-sha256")
+    add_artifact_args(p)
     p.add_argument("--min-hit5", type=float, default=0.66)
     p.add_argument("--min-lane-hit5", type=float, default=0.60)
     p.add_argument("--max-p95-ms", type=float, default=5.0)
     p.add_argument("--max-error-rate", type=float, default=0.001)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", help="also write the results as JSON to this path")
     return p.parse_args(argv)
 

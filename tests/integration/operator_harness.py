@@ -3,6 +3,7 @@ as a real subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,43 @@ class Operator:
                 self.kill()
 
 
+
+
+# --- what the tests read back ----------------------------------------------------------------
+
+
+class RolloutView:
+    """Reading a rollout back: its status, its Events, and what the FAKE recording backend was
+    asked to serve. Mixed into each module's ``Env`` (which has ``kube``, ``operator`` and
+    ``backend_log``)."""
+
+    kube: object
+    operator: Operator
+    backend_log: Path
+
+    def applies(self, rollout: str) -> list[dict]:
+        if not self.backend_log.exists():
+            return []
+        lines = [json.loads(x) for x in self.backend_log.read_text().splitlines() if x]
+        return [x for x in lines if x["rollout"] == rollout]
+
+    def get(self, ns: str, name: str = "lvm") -> dict:
+        out = self.kube.kubectl("get", "lvmrollout", name, "-n", ns, "-o", "json")
+        return json.loads(out.stdout)
+
+    def status(self, ns: str, name: str = "lvm") -> dict:
+        return self.get(ns, name).get("status") or {}
+
+    def wait_status(self, ns: str, pred, what: str, timeout_s: float = 30) -> dict:
+        try:
+            return eventually(lambda: (s := self.status(ns)) and pred(s) and s, timeout_s,
+                              what, interval_s=0.1)
+        except AssertionError as e:
+            status = json.dumps(self.status(ns), indent=1)[-5000:]
+            log = self.operator.log.read_text()[-4000:]
+            raise AssertionError(f"{e}\nstatus: {status}\noperator log tail:\n{log}") from None
+
+    def events(self, ns: str) -> list[dict]:
+        """The namespace's Events, oldest first (to the second: ties keep the API's order)."""
+        out = self.kube.kubectl("get", "events", "-n", ns, "-o", "json")
+        return sorted(json.loads(out.stdout)["items"], key=lambda e: e["lastTimestamp"])

@@ -24,11 +24,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from helpers import eventually, wait_for_series
-from operator_harness import REPO, Operator, Profile, Traffic
+from operator_harness import REPO, Operator, Profile, RolloutView, Traffic
 
 from lvm_operator.alerts import RULES_FILE
 from lvm_operator.devstack.prometheus import PrometheusServer
@@ -62,7 +63,7 @@ def trained(tmp_path_factory) -> dict[str, dict]:
 
 
 @dataclass
-class Env:
+class Env(RolloutView):
     kube: object
     prom: PrometheusServer
     traffic: Traffic
@@ -70,28 +71,8 @@ class Env:
     backend_log: Path
     trained: dict
 
-    def applies(self, rollout: str) -> list[dict]:
-        if not self.backend_log.exists():
-            return []
-        lines = [json.loads(x) for x in self.backend_log.read_text().splitlines() if x]
-        return [x for x in lines if x["rollout"] == rollout]
-
-    def status(self, ns: str) -> dict:
-        out = self.kube.kubectl("get", "lvmrollout", "lvm", "-n", ns, "-o", "json")
-        return json.loads(out.stdout).get("status") or {}
-
     def wait_status(self, ns: str, pred, what: str, timeout_s: float = 60) -> dict:
-        try:
-            return eventually(lambda: (s := self.status(ns)) and pred(s) and s, timeout_s,
-                              what, interval_s=0.2)
-        except AssertionError as e:
-            status = json.dumps(self.status(ns), indent=1)[-5000:]
-            log = self.operator.log.read_text()[-4000:]
-            raise AssertionError(f"{e}\nstatus: {status}\noperator log tail:\n{log}") from None
-
-    def events(self, ns: str) -> list[dict]:
-        out = self.kube.kubectl("get", "events", "-n", ns, "-o", "json")
-        return sorted(json.loads(out.stdout)["items"], key=lambda e: e["lastTimestamp"])
+        return super().wait_status(ns, pred, what, timeout_s)
 
     def event(self, ns: str, reason: str) -> dict:
         return eventually(lambda: next((e for e in self.events(ns) if e["reason"] == reason),
@@ -215,13 +196,17 @@ def test_gate_admits_a_good_candidate_and_records_the_champion_baseline(env):
     ev = s["evaluation"]
     assert ev["gate"]["verdict"] == "pass" and ev["gate"]["candidateHit5"] >= 0.66
     assert conditions(s)["GatePassed"]["status"] == "True"
-    # Traffic only after the gate: the first weighted config follows the GatePassed Event.
-    passed = env.event(ns, "GatePassed")
-    reasons = [e["reason"] for e in env.events(ns)]
-    assert reasons.index("GatePassed") < reasons.index("Started")
+    # Traffic only after the gate: the first weighted config was applied after both
+    # evaluations had finished (status times have microseconds; Events only seconds).
+    finished = max(datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
+                   for r in ev["history"])
     first = next(a for a in env.applies(rollout) if a["weight"] > 0)
-    assert first["weight"] == 10
+    assert first["weight"] == 10 and first["t"] > finished
+    assert all(a["weight"] == 0 for a in env.applies(rollout) if a["t"] <= finished)
+    passed = env.event(ns, "GatePassed")
     assert "Hit@5" in passed["message"]
+    reasons = [e["reason"] for e in env.events(ns)]
+    assert reasons.count("Evaluated") == 2 and "Started" in reasons
     # The champion's evaluation for the gate is its first: recorded as its drift baseline.
     assert ev["baseline"]["version"] == "v1" and ev["baseline"]["source"] == "recorded"
     assert ev["drift"]["verdict"] == "ok" and conditions(s)["Drifted"]["status"] == "False"
@@ -296,10 +281,10 @@ def test_lane_health_flags_lanes_made_worse_on_purpose(env):
         metrics = env.operator_metrics()
         assert (f'lvm_lane_below_overall_ratio{{lane="2",rollout="{rollout}",'
                 f'source="production",version="v1"}}') in metrics
-        firing = eventually(lambda: env.firing("LVMLaneUnhealthy", rollout), 30,
-                            "LVMLaneUnhealthy firing in Prometheus")
-        assert {(a["metric"]["lane"], a["metric"]["source"]) for a in firing} >= {
-            ("2", "production"), ("3", "eval")}
+        eventually(lambda: {(a["metric"]["lane"], a["metric"]["source"]) for a in
+                            env.firing("LVMLaneUnhealthy", rollout)} >= {
+            ("2", "production"), ("3", "eval")}, 30,
+            "LVMLaneUnhealthy firing in Prometheus for both lanes")
         # kubectl lvm status shows it to a person.
         out = subprocess.run(
             ["kubectl", "lvm", "status", "lvm", "-n", ns], capture_output=True, text=True,

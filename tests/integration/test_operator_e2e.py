@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from helpers import eventually, wait_for_series
-from operator_harness import REPO, Operator, Profile, Traffic
+from operator_harness import REPO, Operator, Profile, RolloutView, Traffic
 
 from lvm_operator.devstack.prometheus import PrometheusServer
 
@@ -44,38 +44,12 @@ SCRAPE_S = 1.0
 
 
 @dataclass
-class Env:
+class Env(RolloutView):
     kube: object
     prom: PrometheusServer
     traffic: Traffic
     operator: Operator
     backend_log: Path
-
-    def applies(self, rollout: str) -> list[dict]:
-        if not self.backend_log.exists():
-            return []
-        lines = [json.loads(x) for x in self.backend_log.read_text().splitlines() if x]
-        return [x for x in lines if x["rollout"] == rollout]
-
-    def get(self, ns: str, name: str = "lvm") -> dict:
-        out = self.kube.kubectl("get", "lvmrollout", name, "-n", ns, "-o", "json")
-        return json.loads(out.stdout)
-
-    def status(self, ns: str, name: str = "lvm") -> dict:
-        return self.get(ns, name).get("status") or {}
-
-    def wait_status(self, ns: str, pred, what: str, timeout_s: float = 30) -> dict:
-        try:
-            return eventually(lambda: (s := self.status(ns)) and pred(s) and s, timeout_s,
-                              what, interval_s=0.1)
-        except AssertionError as e:
-            status = json.dumps(self.status(ns), indent=1)[-4000:]
-            log = self.operator.log.read_text()[-4000:]
-            raise AssertionError(f"{e}\nstatus: {status}\noperator log tail:\n{log}") from None
-
-    def events(self, ns: str) -> list[dict]:
-        out = self.kube.kubectl("get", "events", "-n", ns, "-o", "json")
-        return json.loads(out.stdout)["items"]
 
     def command(self, ns: str, value: str) -> str:
         cid = uuid.uuid4().hex[:8]
