@@ -41,6 +41,7 @@ from lvm_operator.commands import (
     Verb,
     parse_command,
 )
+from lvm_operator.decision import fmt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and steer LVMRollouts (kubectl lvm ...).")
@@ -518,7 +519,7 @@ def render_status(obj: dict, now: datetime | None = None) -> list[Any]:
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
+    return fmt.fraction(x, missing="—")
 
 
 def _evaluation_sections(status: dict, now: datetime) -> list[Any]:

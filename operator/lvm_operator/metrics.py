@@ -49,7 +49,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from lvm_operator.api.status import DriftVerdict, GateVerdict, LVMRolloutStatus, Phase
+from lvm_operator.api.status import (
+    DriftVerdict,
+    EvalResult,
+    GateVerdict,
+    LVMRolloutStatus,
+    Phase,
+)
 
 PREFIX = "lvm_operator"
 
@@ -180,6 +186,10 @@ class QualityCollector:
         with self._lock:
             self._samples.pop(rollout, None)
 
+    def knows(self, rollout: str) -> bool:
+        with self._lock:
+            return rollout in self._samples
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             rows = [x for samples in self._samples.values() for x in samples]
@@ -195,7 +205,7 @@ def _quality_samples(rollout: str, status: LVMRolloutStatus
                      ) -> Iterator[tuple[str, tuple[str, ...], float]]:
     ev = status.evaluation
     if ev is not None:
-        newest: dict[str, object] = {}
+        newest: dict[str, EvalResult] = {}
         last_run: dict[tuple[str, str], float] = {}
         for r in ev.history or []:
             last_run[(r.version, r.purpose.value)] = r.time.timestamp()
@@ -208,7 +218,7 @@ def _quality_samples(rollout: str, status: LVMRolloutStatus
                 value = getattr(r, f"hit{k}")
                 if value is not None:
                     yield EVAL_HIT, (rollout, version, k), value
-                for lane in getattr(r, "lanes", None) or []:
+                for lane in r.lanes or []:
                     lane_value = getattr(lane, f"hit{k}")
                     if lane_value is not None:
                         yield EVAL_LANE_HIT, (rollout, version, str(lane.lane), k), lane_value

@@ -230,7 +230,7 @@ LANE_ROWS = [
 @pytest.mark.parametrize(("overall", "lane", "flagged"), [r[1:] for r in LANE_ROWS],
                          ids=[r[0] for r in LANE_ROWS])
 def test_production_lane_flags(overall, lane, flagged):
-    evidence = {"v1": LaneEvidence(overall, 1000.0, {"0": (500.0, overall), "5": (500.0, lane)})}
+    evidence = {"v1": LaneEvidence(overall, {"0": (500.0, overall), "5": (500.0, lane)})}
     flags, judged = policy.production_lane_flags(evidence, ["v1"], 0.15, 100)
     assert judged == ["v1"]
     assert [(f.lane, f.source) for f in flags] == ([(5, LaneSource.PRODUCTION)] if flagged
@@ -241,11 +241,11 @@ def test_production_lane_flags(overall, lane, flagged):
 
 
 def test_production_lanes_need_feedback_and_a_version_with_data():
-    evidence = {"v1": LaneEvidence(0.8, 1000.0, {"5": (99.0, 0.0), "6": (100.0, 0.8)})}
+    evidence = {"v1": LaneEvidence(0.8, {"5": (99.0, 0.0), "6": (100.0, 0.8)})}
     flags, judged = policy.production_lane_flags(evidence, ["v1", "v2"], 0.15, 100)
     assert (flags, judged) == ([], ["v1"])  # lane 5 has 99 < 100 events: not judged
     none, judged = policy.production_lane_flags(
-        {"v1": LaneEvidence(None, 0.0, {})}, ["v1"], 0.15, 100)
+        {"v1": LaneEvidence(None, {})}, ["v1"], 0.15, 100)
     assert (none, judged) == ([], [])
 
 

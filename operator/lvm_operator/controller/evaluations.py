@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from ..api import (
-    EvalPurpose,
     EvaluationStatus,
     LaneHealthStatus,
     LaneHealthVerdict,
@@ -114,12 +112,12 @@ def lane_evidence(obs: WindowObservation) -> dict[str, policy.LaneEvidence]:
         hit5 = m.hit5_proxy if m.hit5_proxy is not None and math.isfinite(m.hit5_proxy) \
             else None
         out[version] = policy.LaneEvidence(
-            overall_hit5=hit5, overall_feedback=m.feedback,
+            overall_hit5=hit5,
             lanes={lane: (lm.feedback, lm.hit5_proxy) for lane, lm in m.lanes.items()})
     return out
 
 
-def lane_check_due(spec: LVMRolloutSpec, old: LaneHealthStatus | None, now: float) -> bool:
+def lane_check_due(old: LaneHealthStatus | None, now: float) -> bool:
     return old is None or old.next_check_at is None or now >= old.next_check_at.timestamp()
 
 
@@ -158,10 +156,8 @@ def lane_health_tick(spec: LVMRolloutSpec, old: LaneHealthStatus | None,
     elif old is not None and old.verdict in (LaneHealthVerdict.ERROR, LaneHealthVerdict.NO_DATA) \
             and not old.flagged:
         prod_verdict = old.verdict
-    evals = []
-    for version in versions:
-        result = _newest_ok(evaluation, version)
-        evals += policy.eval_lane_flags(result, cfg.max_below_overall)
+    evals = [f for version in versions for f in policy.eval_lane_flags(
+        policy.newest_ok(evaluation, version), cfg.max_below_overall)]
     flagged = (production + evals)[:MAX_LANE_ROWS]
     if flagged:
         parts = [f"{f.version} lane {f.lane} ({f.source.value}) {f.value:.1%} vs "
@@ -179,10 +175,3 @@ def lane_health_tick(spec: LVMRolloutSpec, old: LaneHealthStatus | None,
     return LaneHealthStatus(verdict=verdict, reason=reason[:1024], time=checked_at,
                             next_check_at=next_at, flagged=flagged or None)
 
-
-def _newest_ok(evaluation: EvaluationStatus | None, version: str) -> Any:
-    for r in reversed((evaluation.history if evaluation else None) or []):
-        if r.version == version and r.error is None and r.purpose in (EvalPurpose.GATE,
-                                                                      EvalPurpose.DRIFT):
-            return r
-    return None

@@ -150,9 +150,8 @@ def cleanup(**_: Any) -> None:
     if ex is not None:
         ex.shutdown(wait=False, cancel_futures=True)
     r = _state.get("reconciler")
-    evaluator = getattr(r, "_evaluator", None)
-    if evaluator is not None and hasattr(evaluator, "shutdown"):
-        evaluator.shutdown()  # running evaluations end with the operator
+    if r is not None:
+        r.shutdown()  # running evaluations end with the operator
 
 
 @kopf.on.probe(id="rollouts")

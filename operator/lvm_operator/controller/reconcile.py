@@ -297,6 +297,13 @@ class Reconciler:
                 self._evaluator = LocalEvaluationRunner()
             return self._evaluator
 
+    def shutdown(self) -> None:
+        """Operator stopping: end running evaluations with it."""
+        with self._guard:
+            evaluator = self._evaluator
+        if evaluator is not None and hasattr(evaluator, "shutdown"):
+            evaluator.shutdown()
+
     def lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
@@ -400,7 +407,7 @@ class Reconciler:
         lane_versions = [champion.version] + (
             [spec.candidate.version] if in_rollout and not state.phase.finished else [])
         lane_obs = None
-        if lane_check_due(spec, old.lane_health, now):
+        if lane_check_due(old.lane_health, now):
             lane_obs = self.analysis.snapshot(
                 spec.prometheus.url, Check.QUALITY,
                 spec.analysis.lane_health.window_seconds).for_rollout(key)
@@ -482,7 +489,8 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         update = compute(old, t)
         METRICS.set_phase(f"{namespace}/{name}", update.status.phase)
-        METRICS.set_quality(f"{namespace}/{name}", update.status)
+        if update.patch is not None or not METRICS.quality.knows(f"{namespace}/{name}"):
+            METRICS.set_quality(f"{namespace}/{name}", update.status)
         if update.patch is not None:
             self.kube.patch_status(namespace, name, update.patch)
         if consumed:

@@ -47,6 +47,7 @@ from ..api import Verdict as ApiVerdict
 from ..api.status import MAX_HISTORY, MAX_MEASUREMENTS
 from ..decision import Action, Check, CheckOutcome, Decision, MetricResult, Plan, RolloutState
 from ..decision import Phase as CorePhase
+from ..decision.fmt import fraction as _pct
 from .adapter import state_to_status, to_rfc3339
 
 MAX_TEXT = 1024
@@ -297,10 +298,6 @@ def evaluation_events(old: LVMRolloutStatus, new: LVMRolloutStatus) -> list[Even
     elif l1 is not None and flagged0 and not flagged1:
         events.append(Event(NORMAL, "LanesHealthy", l1.reason))
     return events
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
 
 
 

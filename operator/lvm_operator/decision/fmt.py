@@ -23,6 +23,11 @@ def pct(fraction: float) -> str:
     return f"{_g(fraction * 100.0)}%"
 
 
+def fraction(x: float | None, missing: str = "n/a") -> str:
+    """0.581 -> '58.1%' (one decimal, for Hit@K and shares); ``missing`` when unknown."""
+    return missing if x is None else f"{x:.1%}"
+
+
 def count(n: float) -> str:
     """Counts from increase() are extrapolated floats; show them rounded."""
     return str(round(n)) if math.isfinite(n) else _g(n)

@@ -47,6 +47,7 @@ from ..api import (
     LaneResult,
     LaneSource,
 )
+from ..decision.fmt import fraction as _pct
 
 HIT_FIELDS = (("hit1", "hit@1"), ("hit5", "hit@5"), ("hit10", "hit@10"))
 
@@ -239,10 +240,6 @@ def gate_status(ev: Evaluation, status: EvaluationStatus | None, *, champion: Su
     return out(GateVerdict.PASS if verdict.passed else GateVerdict.BLOCKED, text)
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
-
-
 # --- baseline and drift ----------------------------------------------------------------------
 
 
@@ -336,6 +333,14 @@ def _label(r: DriftRow) -> str:
 # --- lane health -----------------------------------------------------------------------------
 
 
+def newest_ok(status: EvaluationStatus | None, version: str) -> EvalResult | None:
+    """The newest successful evaluation of ``version`` (any purpose)."""
+    for r in reversed((status.history if status else None) or []):
+        if r.version == version and r.error is None:
+            return r
+    return None
+
+
 def eval_lane_flags(result: EvalResult | None, max_below: float) -> list[LaneFlag]:
     """Lanes of one eval result more than ``max_below`` under its overall Hit@5 (exact)."""
     if result is None or result.error is not None or result.hit5 is None:
@@ -354,7 +359,6 @@ class LaneEvidence:
     """One version's production numbers over the lane-health window (plain data)."""
 
     overall_hit5: float | None
-    overall_feedback: float
     lanes: Mapping[str, tuple[float, float | None]]  # lane -> (feedback, hit5 proxy)
 
 
