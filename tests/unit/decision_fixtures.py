@@ -37,7 +37,7 @@ STEPS = (Step(10, 1000.0, shadow=True), Step(20, 1000.0), Step(50, 1000.0), Step
 def plan(**kw) -> Plan:
     base = dict(
         champion=CHAMPION, candidate=CANDIDATE, steps=STEPS,
-        guardrails=GuardrailPolicy(interval_s=10.0, consecutive_breaches=2, window_s=30.0,
+        guardrails=GuardrailPolicy(interval_s=10.0, consecutive_breaches=2, window_s=4.0,
                                    min_requests=10),
         quality=QualityPolicy(interval_s=100.0, window_s=600.0, min_requests=1000,
                               lane_min_requests=100),

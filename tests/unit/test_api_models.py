@@ -49,7 +49,8 @@ MINIMAL_DEFAULTED_SPEC = {
     "routing": {"mode": "weighted"},
     "steps": [{"weight": 100, "duration": "1m", "shadow": False}],
     "analysis": {
-        "guardrails": {"interval": "30s", "consecutiveBreaches": 2},
+        "guardrails": {"interval": "30s", "consecutiveBreaches": 2, "minSamples": 100,
+                       "latencyVsChampion": True, "latencyMargin": 0.10},
         "quality": {"interval": "5m", "window": "1h", "minRequests": 1000},
         "success": {
             "hit5ProxyMin": 0.60,

@@ -38,7 +38,7 @@ def test_plan_numbers_from_the_example():
         (25, 10.0, False), (50, 10.0, False), (100, 10.0, False)]
     assert p.guardrails.interval_s == 2.0
     assert p.guardrails.consecutive_breaches == 2
-    assert p.guardrails.window_s == 4.0  # 2 x 2 s
+    assert p.guardrails.window_s == 4.0  # the shortest window; checks read since the last one
     assert p.quality.interval_s == 5.0 and p.quality.window_s == 30.0
     assert p.quality.min_requests == 20
     assert p.quality.lane_min_requests == 20  # max(floor 20, ceil(20 / 16 lanes) = 2)
@@ -53,15 +53,17 @@ def test_plan_numbers_from_the_example():
     assert p.paused is False
 
 
-@pytest.mark.parametrize(("interval", "window_s"), [
-    ("1s", 4.0),     # 2 x 1 s = 2 s is below the 4 s floor (rate() needs two scrapes)
-    ("2s", 4.0),     # 2 x 2 s, exactly the floor
-    ("30s", 60.0),   # the seed: 2 x 30 s
-    ("1m30s", 180.0),
+@pytest.mark.parametrize(("interval", "min_samples"), [
+    ("1s", 100),     # the default: a check judges at least 100 candidate requests
+    ("30s", 100),
 ])
-def test_guardrail_window_is_two_intervals_with_a_floor(interval, window_s):
+def test_guardrail_policy_from_the_spec(interval, min_samples):
+    # Windows are "since the last judged check" (decision.core.guardrail_window_s); the policy
+    # only carries the shortest window increase() can read (4 s with a 1 s scrape).
     p = adapter.plan_for(spec(analysis__guardrails={"interval": interval}))
-    assert p.guardrails.window_s == window_s
+    assert p.guardrails.window_s == adapter.MIN_GUARDRAIL_WINDOW_S == 4.0
+    assert p.guardrails.min_requests == min_samples
+    assert p.guardrails.latency_vs_champion is True and p.guardrails.latency_margin == 0.10
 
 
 @pytest.mark.parametrize(("min_requests", "lane_min"), [

@@ -59,13 +59,13 @@ class FakeAnalysis:
     def __init__(self) -> None:
         self.candidate = VersionMetrics(**GOOD)
 
-    def observations(self, url, plan, due, rollout):
+    def observations(self, url, plan, state, due, rollout, now):
         obs = WindowObservation(30.0, {CANDIDATE: self.candidate,
                                        CHAMPION: VersionMetrics(**CHAMP)})
         return Observations(guardrail=obs, quality=obs)
 
     def snapshot(self, url, check, window_s):  # the daily lane-health check
-        obs = self.observations(url, None, None, "ml/lvm-local").quality
+        obs = self.observations(url, None, None, None, "ml/lvm-local", 0.0).quality
         return Snapshot(window_s, {"ml/lvm-local": obs})
 
 
@@ -170,7 +170,7 @@ def test_breaching_candidate_rolls_back_and_records_it():
     r.tick("ml", "lvm-local")
     r.analysis.candidate = VersionMetrics(**{**GOOD, "error_rate": 0.05})
     for _ in range(2):
-        clock.t += 2.0
+        clock.t += 4.0  # a guardrail window is never shorter than 4 s
         r.tick("ml", "lvm-local")
     s = kube.obj["status"]
     assert s["phase"] == "RolledBack" and s["candidateWeight"] == 0

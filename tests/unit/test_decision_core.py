@@ -175,7 +175,7 @@ def test_verdict_from_the_previous_step_does_not_count():
     ],
 )
 def test_consecutive_breaches(k, letters, streak, action):
-    p = plan(guardrails=GuardrailPolicy(10.0, k, 30.0, 10))
+    p = plan(guardrails=GuardrailPolicy(10.0, k, 4.0, 10))
     s = started(p)
     d = None
     for i, letter in enumerate(letters, start=1):

@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 
 from lvm_serving import metrics_contract as mc
 
+from ..decision import latency
 from ..decision.model import LaneMetrics, VersionMetrics, WindowObservation
 from . import promql
 from .errors import AnalysisError, PrometheusUnavailable, QueryFailed, UnexpectedResponse
@@ -192,6 +193,7 @@ def build_observations(
         lambda: defaultdict(lambda: defaultdict(float))
     )
     p95: dict[tuple[str, str], float] = {}
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     keys: set[tuple[str, str]] = set()
     for q, samples in answers.items():
         for s in samples:
@@ -203,6 +205,11 @@ def build_observations(
             keys.add(key)
             if q is Query.P95_LATENCY:
                 p95[key] = s.value
+            elif q is Query.LATENCY_BUCKETS:
+                try:
+                    buckets[key].append((float(s.labels.get("le", "")), s.value))
+                except ValueError:
+                    continue  # a bucket without a numeric le is not ours
             else:
                 counts[q][key][s.labels.get(mc.LABEL_LANE, "")] += _count(s.value)
 
@@ -227,6 +234,11 @@ def build_observations(
             if lane
         }
         p = p95.get(key)
+        hist = latency.monotone(buckets.get(key, ()))
+        if hist and not math.isinf(hist[-1][0]):
+            hist = ()  # no +Inf bucket: not a whole histogram
+        if p is None and hist:
+            p = latency.quantile(hist, 0.95)
         out[key[0]][key[1]] = VersionMetrics(
             requests=n_req,
             error_rate=_div(sum(err.values()), n_req) if Query.SERVER_ERRORS in answers else None,
@@ -236,5 +248,6 @@ def build_observations(
             feedback=n_fb,
             hit5_proxy=_div(sum(hits.values()), n_fb),
             lanes=lanes,
+            latency_buckets=hist,
         )
     return {r: WindowObservation(window_s, versions) for r, versions in out.items()}

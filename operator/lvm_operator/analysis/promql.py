@@ -14,7 +14,9 @@ Shapes, and why:
 * Counts are ``increase()`` over the window; ratios (error rate, empty-hit rate, Hit@5 proxy)
   are computed by the reader from the counts, so a counter that has never been incremented
   (no series at all) reads as 0 instead of making the ratio vanish.
-* P95 is ``histogram_quantile(0.95, sum by (le, rollout, version) (rate(..._bucket[w])))``.
+* Latency is read as bucket counts, ``sum by (le, rollout, version) (increase(..._bucket[w]))``:
+  the reader computes the P95 from them (as ``histogram_quantile`` does) and the decision core
+  compares the versions' shares of slow requests (:mod:`lvm_operator.decision.latency`).
 * Shadow traffic (``shadow="true"``: copies the client never saw) is *included* by default: in a
   shadow step it is the only evidence about the candidate. Alerts and served-traffic shares
   exclude it (:attr:`ShadowFilter.EXCLUDE`): they are about what clients got.
@@ -51,10 +53,11 @@ class Query(StrEnum):
     FEEDBACK = "feedback"
     HIT5_PROXY_HITS = "hit5_proxy_hits"
     P95_LATENCY = "p95_latency"
+    LATENCY_BUCKETS = "latency_buckets"  # cumulative counts per bucket: P95 and exceedances
 
 
 GUARDRAIL_QUERIES: tuple[Query, ...] = (
-    Query.REQUESTS, Query.SERVER_ERRORS, Query.EMPTY_HITS, Query.P95_LATENCY,
+    Query.REQUESTS, Query.SERVER_ERRORS, Query.EMPTY_HITS, Query.LATENCY_BUCKETS,
 )
 # Server errors too: a lane whose every request fails "fails completely".
 QUALITY_QUERIES: tuple[Query, ...] = (
@@ -175,6 +178,18 @@ def latency_quantile(
     )
 
 
+def latency_buckets(
+    window_s: float,
+    *,
+    by: Sequence[str] = BY_VERSION,
+    shadow: ShadowFilter = ShadowFilter.INCLUDE,
+) -> str:
+    """``sum by (le, ...) (increase(<latency>_bucket[w]))``: each bucket's count in the window,
+    from which the reader computes quantiles and the shares of requests above a latency."""
+    sel = selector(mc.LATENCY, suffix="_bucket", shadow=shadow)
+    return f"sum by (le, {_by(by)}) (increase({sel}[{duration(window_s)}]))"
+
+
 def ratio(numerator: str, denominator: str) -> str:
     """``numerator / denominator`` where a missing numerator series counts as 0.
 
@@ -220,6 +235,8 @@ def render(query: Query, window_s: float, shadow: ShadowFilter = ShadowFilter.IN
         return hit5_proxy_increase(window_s, shadow=shadow)
     if query is Query.P95_LATENCY:
         return latency_quantile(0.95, window_s, shadow=shadow)
+    if query is Query.LATENCY_BUCKETS:
+        return latency_buckets(window_s, shadow=shadow)
     raise ValueError(f"query={query!r} is invalid: choose one of {[q.value for q in Query]}")
 
 

@@ -285,7 +285,37 @@ class Guardrails(ApiModel):
 
     interval: PositiveDuration = Field("30s", description="How often to check. " + _DURATION_HELP)
     consecutive_breaches: Int = Field(
-        2, ge=1, le=100, description="Rollback after this many breaching checks in a row."
+        2, ge=1, le=100,
+        description=(
+            "Rollback after this many breaching checks in a row. Each check judges the "
+            "candidate's requests since the previous judged check, so the breaches are separate "
+            "windows of evidence."
+        ),
+    )
+    min_samples: Int = Field(
+        100, ge=1, le=1_000_000,
+        description=(
+            "Fewest candidate requests a check judges. With fewer, the check is noData (never a "
+            "breach) and the next check's window reaches back to the same start until it holds "
+            "this many."
+        ),
+    )
+    latency_vs_champion: Bool = Field(
+        True,
+        description=(
+            "Roll back for latency only when the candidate is also slower than the champion "
+            "in the same window (a larger share of its requests above the champion's median or "
+            "P95, by latencyMargin, one-sided z >= 2.33). A P95 limit both versions miss is "
+            "the environment's: it is reported, not rolled back. false: the P95 limits alone "
+            "decide."
+        ),
+    )
+    latency_margin: Annotated[Float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.10,
+        description=(
+            "How much larger the candidate's share of requests above the champion's median "
+            "or P95 must be before it counts as slower (0.10 = 10 points, e.g. 60% vs 50%)."
+        ),
     )
 
     @property

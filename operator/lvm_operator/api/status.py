@@ -229,6 +229,8 @@ class DecisionState(ApiModel):
     last_quality_reason: Text | None = None
     no_data_since: Float | None = None
     no_data_raised: Bool | None = None
+    guardrail_since: Float | None = None
+    attempt_started_at: Float | None = None
 
 
 # --- offline evaluation and lane health ------------------------------------------------------

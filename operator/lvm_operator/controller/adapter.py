@@ -44,13 +44,9 @@ from ..decision import (
     Thresholds,
 )
 
-#: The guardrail query window spans this many guardrail intervals: rate() needs at least two
-#: scrapes inside it, and a short window reacts to a breach within one scrape.
-GUARDRAIL_WINDOW_INTERVALS = 2.0
-#: ... but never less than this: with a 1 s scrape, 2 s would sometimes hold a single sample.
+#: The shortest guardrail window: with a 1 s scrape, increase() over 2 s would sometimes hold
+#: a single sample. Windows are otherwise "since the last judged check" (see GuardrailPolicy).
 MIN_GUARDRAIL_WINDOW_S = 4.0
-#: Requests a guardrail window needs on the candidate before it is judged (fewer: noData).
-GUARDRAIL_MIN_REQUESTS = 1
 
 
 def rollout_key(namespace: str, name: str) -> str:
@@ -76,10 +72,6 @@ def fingerprint(spec: LVMRolloutSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def guardrail_window_s(interval_s: float) -> float:
-    return max(GUARDRAIL_WINDOW_INTERVALS * interval_s, MIN_GUARDRAIL_WINDOW_S)
-
-
 #: A lane's Hit@5 proxy is a proportion; from fewer feedback events than this it is noise
 #: (0 hits out of 2 is not "a lane failing completely"), so such lanes are reported, not judged.
 LANE_MIN_REQUESTS_FLOOR = 20
@@ -102,8 +94,10 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
         guardrails=GuardrailPolicy(
             interval_s=g_interval,
             consecutive_breaches=a.guardrails.consecutive_breaches,
-            window_s=guardrail_window_s(g_interval),
-            min_requests=GUARDRAIL_MIN_REQUESTS,
+            window_s=MIN_GUARDRAIL_WINDOW_S,
+            min_requests=a.guardrails.min_samples,
+            latency_vs_champion=a.guardrails.latency_vs_champion,
+            latency_margin=a.guardrails.latency_margin,
         ),
         quality=QualityPolicy(
             interval_s=a.quality.interval_seconds,

@@ -70,7 +70,9 @@ from ..decision import (
     RolloutState,
     checks_due,
     decide,
+    guardrail_window_s,
     next_decision_in_s,
+    quality_window_s,
 )
 from ..evaluation.runner import EvaluationRunner, LocalEvaluationRunner
 from ..metrics import METRICS
@@ -191,14 +193,23 @@ class AnalysisCache:
             self._answers[key] = (time.monotonic(), snap)
         return snap
 
-    def observations(self, url: str, plan: Plan, due: frozenset[Check], rollout: str
-                     ) -> Observations:
-        g = q = None
+    def observations(self, url: str, plan: Plan, state: RolloutState, due: frozenset[Check],
+                     rollout: str, now: float) -> Observations:
+        """The due checks' observations over the windows the decision core asks for."""
+        g = q = ref = None
         if Check.GUARDRAIL in due:
-            g = self.snapshot(url, Check.GUARDRAIL, plan.guardrails.window_s).for_rollout(rollout)
+            g = self.snapshot(url, Check.GUARDRAIL,
+                              guardrail_window_s(plan, state, now)).for_rollout(rollout)
+            champ = g.versions.get(plan.champion)
+            if g.error is None and (champ is None or champ.requests < plan.guardrails.min_requests):
+                # Too little champion traffic to compare latency with (e.g. at 100%): its
+                # histogram over the quality window.
+                ref = self.snapshot(url, Check.GUARDRAIL,
+                                    plan.quality.window_s).for_rollout(rollout)
         if Check.QUALITY in due:
-            q = self.snapshot(url, Check.QUALITY, plan.quality.window_s).for_rollout(rollout)
-        return Observations(guardrail=g, quality=q)
+            q = self.snapshot(url, Check.QUALITY,
+                              quality_window_s(plan, state, now)).for_rollout(rollout)
+        return Observations(guardrail=g, quality=q, guardrail_reference=ref)
 
 
 # --- serve backends --------------------------------------------------------------------------
@@ -418,7 +429,7 @@ class Reconciler:
         decision: Decision | None = None
         if not state.phase.finished or state.fingerprint != plan.fingerprint:
             due = checks_due(plan, state, now)
-            obs = self.analysis.observations(spec.prometheus.url, plan, due, key)
+            obs = self.analysis.observations(spec.prometheus.url, plan, state, due, key, now)
             obs = replace(obs, gate=evaluation.gate)
             decision = decide(plan, state, obs, now)
             METRICS.record_decision(decision.action.value)

@@ -6,8 +6,16 @@ which checks to query, and applies what :func:`decide` returns. Keeping it pure 
 every rule have a table test and lets a restarted operator resume exactly from the status.
 """
 
+from . import latency
 from .assess import assess_guardrails, assess_quality, combine, judge_lower, judge_upper
-from .core import NO_DATA_CONDITION, checks_due, decide, next_decision_in_s
+from .core import (
+    NO_DATA_CONDITION,
+    checks_due,
+    decide,
+    guardrail_window_s,
+    next_decision_in_s,
+    quality_window_s,
+)
 from .model import (
     Action,
     Check,
@@ -60,7 +68,10 @@ __all__ = [
     "checks_due",
     "combine",
     "decide",
+    "guardrail_window_s",
     "judge_lower",
     "judge_upper",
+    "latency",
     "next_decision_in_s",
+    "quality_window_s",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from . import fmt
+from . import fmt, latency
 from .model import (
     Check,
     CheckOutcome,
@@ -163,11 +163,88 @@ def _error_outcome(check: Check, obs: WindowObservation) -> CheckOutcome:
     return CheckOutcome(check, Verdict.ERROR, f"Prometheus error: {obs.error}")
 
 
-def assess_guardrails(plan: Plan, obs: WindowObservation) -> CheckOutcome:
+def _champion_latency(plan: Plan, obs: WindowObservation, reference: WindowObservation | None
+                      ) -> tuple[VersionMetrics | None, str]:
+    """The champion's latency to compare with, and where it comes from: the same window when it
+    has enough requests there, else the longer look-back (e.g. the candidate at 100%)."""
+    need = max(plan.guardrails.min_requests, 1)
+    champ = obs.versions.get(plan.champion)
+    if champ is not None and _latency_samples(champ) >= need:
+        return champ, "in the same window"
+    ref = None if reference is None or reference.error is not None else \
+        reference.versions.get(plan.champion)
+    if ref is not None and ref.latency_buckets and latency.total(ref.latency_buckets) >= need:
+        assert reference is not None
+        return ref, f"over the last {fmt.duration(reference.window_s)}"
+    return None, ""
+
+
+def _latency_samples(vm: VersionMetrics) -> float:
+    """Requests behind a version's P95: its histogram's count, else (no histogram read) its
+    request count."""
+    return latency.total(vm.latency_buckets) if vm.latency_buckets else vm.requests
+
+
+def _judge_p95(plan: Plan, cand: VersionMetrics, obs: WindowObservation,
+               reference: WindowObservation | None) -> MetricResult | None:
+    """The candidate's P95 against the seed's limits and, above a limit, against the champion.
+
+    Above a limit the candidate is judged by the limit only if it is also slower than the
+    champion (:func:`.latency.compare`); when the champion misses the same limit and the
+    candidate is no slower, the miss is the machine's: pass, and say so. Without a champion to
+    compare with, the limits alone decide (the seed's rule).
+    """
+    check = Check.GUARDRAIL
+    base = _judge_version(check, _P95, plan, "candidate", plan.candidate, cand, cand.requests,
+                          "requests", True)
+    g = plan.guardrails
+    if base is None or base.verdict in (Verdict.PASS, Verdict.NO_DATA) or \
+            not g.latency_vs_champion:
+        return base
+    need = max(g.min_requests, 1)
+    n = _latency_samples(cand)
+    if n < need:
+        return replace(base, verdict=Verdict.NO_DATA, counts=True, detail=(
+            f"candidate P95 {fmt.ms(base.value or 0.0)} over only {fmt.count(n)} timed "
+            f"requests (need >= {need}): not judged"))
+    champ, where = _champion_latency(plan, obs, reference)
+    if champ is None:
+        return base
+    success, rollback = _P95.limits(plan)
+    limit = rollback if base.verdict is Verdict.BREACH else success
+    assert limit is not None and base.value is not None
+    champ_p95 = (latency.quantile(champ.latency_buckets, 0.95) if champ.latency_buckets
+                 else champ.p95_latency_seconds)
+    champ_over = champ_p95 is not None and champ_p95 > limit and not at_threshold(champ_p95,
+                                                                                  limit)
+    cmp = (latency.compare(cand.latency_buckets, champ.latency_buckets, margin=g.latency_margin,
+                           z=g.latency_z)
+           if cand.latency_buckets and champ.latency_buckets else None)
+    if cmp is None and not champ_over:
+        return base  # no histograms to compare, and the champion meets the limit: the seed's rule
+    slower = cmp is not None and cmp.slower
+    champ_txt = "n/a" if champ_p95 is None else fmt.ms(champ_p95)
+    evidence = f"; {cmp.text()}" if cmp is not None else ""
+    if slower:
+        return replace(base, detail=(f"{base.detail}, slower than the champion (P95 "
+                                     f"{champ_txt} {where}){evidence}"))
+    if champ_over:
+        return replace(base, verdict=Verdict.PASS, detail=(
+            f"candidate P95 {fmt.ms(base.value)} and champion P95 {champ_txt} {where} both "
+            f"exceed {fmt.ms(limit)}: the machine, not the candidate{evidence}"))
+    return replace(base, verdict=Verdict.INCONCLUSIVE, detail=(
+        f"candidate P95 {fmt.ms(base.value)} is above {fmt.ms(limit)} but not significantly "
+        f"slower than the champion (P95 {champ_txt} {where}){evidence}: more evidence needed"))
+
+
+def assess_guardrails(plan: Plan, obs: WindowObservation,
+                      reference: WindowObservation | None = None) -> CheckOutcome:
     """Error rate (server errors incl. NaN/Inf outputs), P95 latency and empty-hit rate.
 
     Judged on the candidate; the champion's numbers are reported alongside (``counts=False``).
-    Fewer than ``guardrails.min_requests`` candidate requests in the window is noData.
+    Fewer than ``guardrails.min_requests`` candidate requests in the window is noData: a
+    handful of requests is never a breach. The P95 is judged against the champion too
+    (:func:`_judge_p95`); ``reference`` is the champion's longer look-back for that.
     """
     check = Check.GUARDRAIL
     if obs.error is not None:
@@ -189,8 +266,11 @@ def assess_guardrails(plan: Plan, obs: WindowObservation) -> CheckOutcome:
         if vm is None:
             continue
         for spec in GUARDRAIL_SPECS:
-            r = _judge_version(check, spec, plan, role, version, vm, vm.requests, "requests",
-                               counts)
+            if spec is _P95 and counts:
+                r = _judge_p95(plan, vm, obs, reference)
+            else:
+                r = _judge_version(check, spec, plan, role, version, vm, vm.requests,
+                                   "requests", counts)
             if r is not None:
                 results.append(r)
     return _outcome(check, results, "no guardrail thresholds configured")

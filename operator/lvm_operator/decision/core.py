@@ -36,6 +36,7 @@ Order of evaluation in one call:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from . import fmt
@@ -60,7 +61,37 @@ NO_DATA_CONDITION = "NoData"
 
 
 def _due(last_at: float | None, interval_s: float, now: float) -> bool:
-    return last_at is None or now - last_at >= interval_s
+    # A clock that stepped backwards (now < last) must not switch the checks off until it
+    # catches up: the circuit breaker stays armed.
+    return last_at is None or now - last_at >= interval_s or now < last_at
+
+
+def _guardrail_start(plan: Plan, state: RolloutState, now: float) -> float:
+    """Where the next guardrail window starts: the last judged check, never before the step."""
+    starts = [t for t in (state.guardrail_since, state.step_started_at) if t is not None]
+    start = max(starts) if starts else now - plan.guardrails.window_s
+    if start > now:  # the clock stepped backwards: read the shortest window
+        start = now - plan.guardrails.window_s
+    return start
+
+
+def guardrail_window_s(plan: Plan, state: RolloutState, now: float) -> float:
+    """The range the guardrail check at ``now`` reads: since the last judged check (or the
+    step's start), in whole seconds, at least ``plan.guardrails.window_s``. Windows of judged
+    checks never overlap (see :class:`~.model.GuardrailPolicy`)."""
+    return max(plan.guardrails.window_s, float(math.floor(now - _guardrail_start(plan, state,
+                                                                                   now))))
+
+
+def quality_window_s(plan: Plan, state: RolloutState, now: float) -> float:
+    """The quality check's range: ``quality.window_s``, but never reaching back before this
+    attempt's first step (a retried candidate is not judged on the previous attempt's
+    evidence)."""
+    window = plan.quality.window_s
+    start = state.attempt_started_at
+    if start is not None and start <= now:
+        window = min(window, max(1.0, float(math.floor(now - start))))
+    return window
 
 
 def _spec_changed(plan: Plan, state: RolloutState) -> bool:
@@ -72,7 +103,8 @@ def checks_due(plan: Plan, state: RolloutState, now: float) -> frozenset[Check]:
     if state.phase.finished or state.current_step is None or _spec_changed(plan, state):
         return frozenset()
     due = set()
-    if _due(state.last_guardrail_at, plan.guardrails.interval_s, now):
+    if _due(state.last_guardrail_at, plan.guardrails.interval_s, now) and (
+            now - _guardrail_start(plan, state, now) >= plan.guardrails.window_s):
         due.add(Check.GUARDRAIL)
     if _due(state.last_quality_at, plan.quality.interval_s, now):
         due.add(Check.QUALITY)
@@ -126,6 +158,7 @@ def _enter_step(plan: Plan, state: RolloutState, index: int, now: float) -> Roll
         shadow=step.shadow,
         step_started_at=now,
         paused_at=now if plan.paused else None,
+        guardrail_since=now,  # evidence never pools across a weight change
     )
 
 
@@ -168,6 +201,7 @@ def _start(plan: Plan, state: RolloutState, now: float,
     state = replace(
         _enter_step(plan, state, 0, now),
         last_guardrail_at=now, last_quality_at=now, consecutive_breaches=0,
+        attempt_started_at=now,
     )
     action = Action.RESTART if previous is not None else Action.ADVANCE
     verb = "restarted at" if previous is not None else "started"
@@ -201,7 +235,8 @@ def _checks_text(plan: Plan, state: RolloutState) -> str:
 
 
 def _run_check(
-    check: Check, plan: Plan, obs: WindowObservation | None, state: RolloutState, now: float
+    check: Check, plan: Plan, obs: WindowObservation | None, state: RolloutState, now: float,
+    reference: WindowObservation | None = None,
 ) -> tuple[CheckOutcome, RolloutState]:
     if obs is None:
         last = state.last_guardrail_at if check is Check.GUARDRAIL else state.last_quality_at
@@ -210,15 +245,19 @@ def _run_check(
             f"{check.value} is None; query the checks that checks_due() returns"
         )
     if check is Check.GUARDRAIL:
-        out = assess_guardrails(plan, obs)
+        out = assess_guardrails(plan, obs, reference)
         streak = state.consecutive_breaches
         if out.verdict is Verdict.BREACH:
             streak += 1
         elif out.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE):
             streak = 0
+        # A judged window is used up; too few samples (noData) or an error keep the window's
+        # start, so the next check reads a longer window instead of a handful of requests.
+        since = state.guardrail_since if out.verdict.lacks_evidence else now
         return out, replace(
             state, last_guardrail_at=now, last_guardrail_verdict=out.verdict,
             last_guardrail_reason=out.summary, consecutive_breaches=streak,
+            guardrail_since=since,
         )
     out = assess_quality(plan, obs)
     return out, replace(
@@ -276,7 +315,8 @@ def decide(plan: Plan, state: RolloutState, observations: Observations, now: flo
     due = checks_due(plan, state, now)
     g = q = None
     if Check.GUARDRAIL in due:
-        g, state = _run_check(Check.GUARDRAIL, plan, observations.guardrail, state, now)
+        g, state = _run_check(Check.GUARDRAIL, plan, observations.guardrail, state, now,
+                              observations.guardrail_reference)
     if Check.QUALITY in due:
         q, state = _run_check(Check.QUALITY, plan, observations.quality, state, now)
 

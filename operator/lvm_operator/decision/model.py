@@ -102,12 +102,28 @@ class Step:
 
 @dataclass(frozen=True)
 class GuardrailPolicy:
-    """Fast checks (error rate, P95 latency, empty-hit rate) against the candidate."""
+    """Fast checks (error rate, P95 latency, empty-hit rate) against the candidate.
+
+    Each check judges the candidate's requests since the previous *judged* check (or since the
+    step started): windows never overlap, so K consecutive breaches are K separate pieces of
+    evidence, not one blip seen K times. A window with fewer than ``min_requests`` candidate
+    requests (or latency samples) is not judged: it is noData and the next check's window
+    extends back to the same start, until it holds enough. ``window_s`` is the shortest window
+    a check reads (``increase()`` needs a few scrapes inside it).
+
+    ``latency_vs_champion``: the P95 limits are the seed's, but a candidate is rolled back for
+    latency only when it is also slower than the champion in the same window
+    (:func:`~lvm_operator.decision.latency.compare`, ``latency_margin`` and ``latency_z``); a
+    limit both versions miss is the machine's, not the candidate's.
+    """
 
     interval_s: float = 30.0
     consecutive_breaches: int = 2  # the seed's circuit breaker: K breaches in a row roll back
-    window_s: float = 60.0  # PromQL range; span several scrape intervals
-    min_requests: int = 1  # fewer candidate requests in the window is noData
+    window_s: float = 4.0  # the shortest window a check reads
+    min_requests: int = 100  # fewer candidate requests in the window: not judged (noData)
+    latency_vs_champion: bool = True
+    latency_margin: float = 0.10  # share of requests, e.g. 60% vs 50% above the champion median
+    latency_z: float = 2.33  # one-sided, about 1% per comparison
 
     def __post_init__(self) -> None:
         _require(self.interval_s > 0, "guardrails.interval_s", self.interval_s, "> 0")
@@ -117,6 +133,10 @@ class GuardrailPolicy:
             "guardrails.consecutive_breaches", self.consecutive_breaches, ">= 1",
         )
         _require(self.min_requests >= 0, "guardrails.min_requests", self.min_requests, ">= 0")
+        _require(0.0 <= self.latency_margin < 1.0, "guardrails.latency_margin",
+                 self.latency_margin, "a share in [0, 1)")
+        _require(math.isfinite(self.latency_z), "guardrails.latency_z", self.latency_z,
+                 "a finite number")
 
 
 @dataclass(frozen=True)
@@ -290,6 +310,9 @@ class VersionMetrics:
     feedback: float = 0.0
     hit5_proxy: float | None = None  # proxy hits at k=5 / feedback
     lanes: Mapping[str, LaneMetrics] = field(default_factory=dict)
+    # (upper bound in seconds, cumulative count) per latency bucket, +inf last; empty when the
+    # histogram was not read (see :mod:`.latency`)
+    latency_buckets: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +350,9 @@ class Observations:
     guardrail: WindowObservation | None = None
     quality: WindowObservation | None = None
     gate: GateObservation | None = None
+    # The champion's latency over a longer look-back, for steps where it has too little traffic
+    # in the guardrail window to compare with (at 100% it has none)
+    guardrail_reference: WindowObservation | None = None
 
 
 # --- state and decisions --------------------------------------------------------------------
@@ -356,6 +382,8 @@ class RolloutState:
     last_quality_reason: str = ""
     no_data_since: float | None = None  # start of the current run of noData/error verdicts
     no_data_raised: bool = False  # the NoData condition is up (raised once per run)
+    guardrail_since: float | None = None  # start of the next guardrail window (last judged)
+    attempt_started_at: float | None = None  # step 1 of this attempt: evidence starts here
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (enums as their values)."""

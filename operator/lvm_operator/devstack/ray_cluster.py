@@ -42,6 +42,10 @@ def ray_env() -> dict[str, str]:
         # Ray exports custom metrics every 10 s by default; the local stack compresses time
         # (1 s scrapes, guardrail windows of seconds), so export every second (Ray's minimum).
         "RAY_metrics_report_interval_ms": "1000",
+        # Counters only as counters (``ray_lvm_requests_total``): the legacy exporter would also
+        # emit a deprecated same-named gauge without ``_total``, and a query matching both names
+        # would count every request twice.
+        "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
     }
 
 
