@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from lvm_operator.backends import AppStatus, ObservedApp, ObservedVersion
 from lvm_serving.serve_config import AppSpec
 
 _lock = threading.Lock()
@@ -43,8 +44,14 @@ class FakeRecordingBackend:
             f.write(json.dumps(line) + "\n")
         return type("ApplyResult", (), {"changed": changed, "target": f"fake:{self.path}"})()
 
-    def observe(self, application: str) -> Any:
-        return self.live.get(application)
+    def observe(self, application: str) -> ObservedApp:
+        """Every applied version is running at once (a fake deploys instantly)."""
+        app = self.live.get(application)
+        if app is None:
+            return ObservedApp(application, AppStatus.NOT_DEPLOYED)
+        return ObservedApp(application, AppStatus.RUNNING, router=app.router, versions={
+            v.version: ObservedVersion(v.version, v.replicas, v.replicas, status="RUNNING")
+            for v in app.versions})
 
     def verify_applied(self, app: AppSpec) -> bool | None:
         return self.live.get(app.application) == app

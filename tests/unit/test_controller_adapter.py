@@ -182,3 +182,26 @@ def test_config_hash_is_stable_and_follows_the_weight():
     assert adapter.config_hash(served(s)) == adapter.config_hash(served(s))
     s2 = RolloutState(phase=Phase.PROGRESSING, current_step=1, candidate_weight=50)
     assert adapter.config_hash(served(s)) != adapter.config_hash(served(s2))
+
+
+@pytest.mark.parametrize(
+    ("candidate", "weight", "shadow", "ready", "held_back", "why"),
+    [
+        ("v2", 10, False, set(), True, "new candidate not running: deploy it, no traffic yet"),
+        ("v2", 10, False, {"v2"}, False, "running: its weight applies"),
+        ("v2", 0, True, set(), True, "a shadow copy waits for a replica too"),
+        ("v2", 0, False, set(), False, "no traffic asked for: nothing to hold back"),
+        (None, 0, False, set(), False, "champion only (promoted, rolled back)"),
+    ],
+)
+def test_traffic_waits_for_a_running_candidate(candidate, weight, shadow, ready, held_back, why):
+    from lvm_serving.serve_config import AppSpec, RouterConfig
+
+    app = AppSpec("lvm", "file:///bank.npz", RouterConfig("ml/lvm", "v1", candidate, weight,
+                                                          shadow=shadow), ())
+    out = adapter.staged(app, ready)
+    assert (out is not None) is held_back, why
+    if out is not None:
+        assert (out.router.candidate, out.router.candidate_weight, out.router.shadow) == (
+            None, 0, False)
+        assert out.versions == app.versions  # the versions are deployed all the same

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -263,6 +263,21 @@ def app_spec_for(
         router=router,
         versions=tuple(sorted(deployments, key=lambda v: v.version)),
     )
+
+
+def staged(app: AppSpec, ready: set[str]) -> AppSpec | None:
+    """``app`` with no traffic to a candidate that is not running yet, or None when nothing
+    needs holding back.
+
+    A new version's application takes a while to start (a worker process, torch, the
+    checkpoint); requests routed to it meanwhile wait for a replica and time out at the client.
+    So the versions are deployed first and the router's weight moves once the candidate is
+    observed running (the champion keeps all traffic until then).
+    """
+    r = app.router
+    if r.candidate is None or r.candidate in ready or (r.candidate_weight <= 0 and not r.shadow):
+        return None
+    return replace(app, router=replace(r, candidate=None, candidate_weight=0, shadow=False))
 
 
 def config_hash(app: AppSpec) -> str:

@@ -285,6 +285,10 @@ def _entry(spec: LVMRolloutSpec, version: str, outcome: Outcome, now: float, rea
     return None
 
 
+class _NotYet(Exception):
+    """The candidate's application is deployed but not running: apply again next tick."""
+
+
 class Reconciler:
     """Ticks rollouts. Thread-safe: one lock per rollout, shared caches for the rest."""
 
@@ -449,6 +453,14 @@ class Reconciler:
         if digest != serving.config_hash:
             try:
                 backend = self.backend(namespace, spec)
+                hold_back = self._staged(backend, app)
+                if hold_back is not None:
+                    # The candidate is not running yet: deploy it, keep its traffic at 0, and
+                    # look again next tick (the hash stays unrecorded).
+                    backend.apply(hold_back)
+                    log.info("%s: waiting for %s to be running before it gets traffic", key,
+                             app.router.candidate)
+                    raise _NotYet
                 result = backend.apply(app)
                 log.info("%s: applied Serve config %s to %s (%s)", key,
                          adapter.app_summary(app), getattr(result, "target", "?"),
@@ -463,6 +475,8 @@ class Reconciler:
                 else:
                     serving = serving.model_copy(update={"config_hash": digest,
                                                          "applied_at": adapter.to_rfc3339(now)})
+            except _NotYet:
+                pass
             except Exception as e:  # any backend failure: condition + Event, retry next tick
                 apply_error = f"{type(e).__name__}: {e}"[:1024]
                 METRICS.record_error("serve")
@@ -493,6 +507,24 @@ class Reconciler:
         return max(MIN_TICK_S, min(wait, plan.guardrails.interval_s, IDLE_TICK_S))
 
     # --- pieces --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _staged(backend: Any, app: Any) -> Any:
+        """The config to apply first when ``app`` routes to a candidate not observed running."""
+        if app.router.candidate is None:
+            return None
+        observe = getattr(backend, "observe", None)
+        if observe is None:
+            return None
+        try:
+            live = observe(app.application)
+        except Exception as e:  # cannot tell: do not hold traffic back on a read failure
+            log.info("could not observe %s before applying: %s", app.application, e)
+            return None
+        ready = {v for v, ov in live.versions.items()
+                 if str(ov.status or "").upper() == "RUNNING"
+                 and (ov.running_replicas is None or ov.running_replicas > 0)}
+        return adapter.staged(app, ready)
 
     def _finish(self, obj: dict, old: LVMRolloutStatus, t: TickResult,
                 consumed: bool = False) -> None:
