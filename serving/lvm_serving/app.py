@@ -128,7 +128,7 @@ class VersionModel:
     def __init__(self, args: dict) -> None:
         import torch
 
-        from lvm_serving.models.predictor import Predictor
+        from lvm_serving.predictor import Predictor
 
         torch.set_num_threads(int(args.get("torch_threads", 1)))
         self.version = str(args["version"])
@@ -397,7 +397,7 @@ class Router:
         self.metrics.inc(mc.SHADOW_COSINE, tags, max(cosine, 0.0))
 
     async def _feedback(self, request: Request) -> JSONResponse:
-        from lvm_serving.models.predictor import hits
+        from lvm_serving.predictor import hits
 
         body = await _json_body(request)
         if not isinstance(body, dict):

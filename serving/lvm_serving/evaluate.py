@@ -65,7 +65,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     the eval set checked against the bank its concept ids refer to."""
     import torch
 
-    from lvm_serving.models.predictor import Predictor
+    from lvm_serving.predictor import Predictor
     from lvm_serving.synthetic import EvalSet
 
     torch.set_num_threads(max(1, args.threads))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lvm_serving.feedback import TokenError, TokenSigner, dequantize, keys_from_env, quantize
-from lvm_serving.models.predictor import hits
+from lvm_serving.predictor import hits
 from lvm_serving.router import (
     BadRequest,
     choose_route,

@@ -17,6 +17,10 @@ and per request (or per batch of requests with the same context length)::
 online (click feedback): *exact* — the clicked concept is among the first k retrieved ids;
 *proxy* — cosine(prediction, clicked concept) above the seed's threshold for k
 (:data:`~lvm_serving.metrics_contract.HIT_PROXY_COSINE`).
+
+It sits beside :mod:`lvm_serving.checkpoints` and :mod:`lvm_serving.concept_bank`, not inside
+:mod:`lvm_serving.models`: it joins a model with the files it is loaded from, and the model
+families below it import nothing of the rest of serving.
 """
 
 from __future__ import annotations
