@@ -34,7 +34,7 @@ import numpy as np
 
 from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.stack import start_stack, wait_for
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     VersionSpec,

@@ -51,7 +51,8 @@ from ray.util import metrics as ray_metrics
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
+from lvm_serving.contracts.serve_config import RouterConfig, version_app_name
 from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
 from lvm_serving.router import (
     BadRequest,
@@ -60,7 +61,6 @@ from lvm_serving.router import (
     parse_predict_request,
     shadow_comparison,
 )
-from lvm_serving.serve_config import RouterConfig, version_app_name
 
 logger = logging.getLogger("ray.serve")
 

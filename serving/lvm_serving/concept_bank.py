@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 
 FORMAT = "lvm-concept-bank"
 FORMAT_VERSION = 1

@@ -50,7 +50,7 @@ import torch
 
 from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
 from lvm_serving.concept_bank import ConceptBank, write_npz_deterministic
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 from lvm_serving.predictor import HIT_KS, Predictor, hits
 
 EVAL_FORMAT = "lvm-eval-set"

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from lvm_serving.checkpoints import save_checkpoint
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 from lvm_serving.models import (
     FaultInjection,
     LVMModel,

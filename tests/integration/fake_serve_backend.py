@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from lvm_serving.serve_config import AppSpec
+from lvm_serving.contracts.serve_config import AppSpec
 
 _lock = threading.Lock()
 
