@@ -34,7 +34,7 @@ import numpy as np
 
 from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.stack import start_stack, wait_for
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     VersionSpec,
@@ -57,7 +57,7 @@ def train(out: Path, family: str, ctx: int, d_model: int) -> dict:
 def forward_times(trained: dict, contexts: list[int], batch: int, reps: int = 10) -> None:
     import torch
 
-    from lvm_serving.models.predictor import Predictor
+    from lvm_serving.predictor import Predictor
 
     torch.set_num_threads(1)
     print(f"\n## model forward alone (predict_tensor, 1 torch thread), median of {reps}, ms")

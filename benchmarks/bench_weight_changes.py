@@ -23,8 +23,8 @@ from lvm_operator.backends.ray_dashboard import RayDashboardBackend
 from lvm_operator.demo import artifacts, wait_for_router
 from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.stack import start_stack
+from lvm_serving.contracts.serve_config import AppSpec, RouterConfig, VersionSpec
 from lvm_serving.loadgen import LoadConfig, LoadStats, run_load
-from lvm_serving.serve_config import AppSpec, RouterConfig, VersionSpec
 from lvm_serving.synthetic import WorldSpec
 
 

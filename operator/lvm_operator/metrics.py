@@ -1,7 +1,7 @@
 """The operator's own Prometheus metrics: is it keeping rollouts on schedule, and what is it doing?
 
 These describe the *operator* (the serving app's metrics are in
-:mod:`lvm_serving.metrics_contract`). They live in their own registry, not prometheus_client's
+:mod:`lvm_serving.contracts.metrics`). They live in their own registry, not prometheus_client's
 global one, so importing Ray, Kopf or anything else that registers collectors cannot leak into the
 operator's ``/metrics``, and tests can make a fresh set.
 

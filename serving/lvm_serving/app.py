@@ -1,9 +1,9 @@
 """The Ray Serve application: one router (ingress) and one deployment per model version.
 
-The layout and the builders' ``args`` are defined by :mod:`lvm_serving.serve_config`:
+The layout and the builders' ``args`` are defined by :mod:`lvm_serving.contracts.serve_config`:
 
 * ``build_router(args)`` — application ``<app>`` at ``/<app>``, deployment ``Router``. Its
-  ``user_config`` is a :class:`~lvm_serving.serve_config.RouterConfig`, applied in
+  ``user_config`` is a :class:`~lvm_serving.contracts.serve_config.RouterConfig`, applied in
   :meth:`Router.reconfigure` (no restart). It finds versions by name
   (``serve.get_deployment_handle(version, app_name="<app>--<version>")``, looked up lazily and
   cached), so a version application deployed later is found on the first request routed to it.
@@ -27,7 +27,7 @@ HTTP API (all JSON; errors are ``{"error": message, "reason": ...}`` with a 4xx/
         400 malformed body/token or unknown concept · 403 forged/tampered/expired token
     GET  /<app>/healthz   200 {"status": "ok", "application", "config"} (503 before a config)
 
-Metrics (names, help and labels from :mod:`lvm_serving.metrics_contract`) go through
+Metrics (names, help and labels from :mod:`lvm_serving.contracts.metrics`) go through
 ``ray.util.metrics``: the version deployment records requests, latency (model + retrieval),
 empty hits and its errors (nan_output, exception, bad_input) with ``shadow`` telling whether the
 client saw the answer; the router records the errors it sees itself (bad_input before routing,
@@ -51,7 +51,8 @@ from ray.util import metrics as ray_metrics
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
+from lvm_serving.contracts.serve_config import RouterConfig, version_app_name
 from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
 from lvm_serving.router import (
     BadRequest,
@@ -60,7 +61,6 @@ from lvm_serving.router import (
     parse_predict_request,
     shadow_comparison,
 )
-from lvm_serving.serve_config import RouterConfig, version_app_name
 
 logger = logging.getLogger("ray.serve")
 
@@ -128,7 +128,7 @@ class VersionModel:
     def __init__(self, args: dict) -> None:
         import torch
 
-        from lvm_serving.models.predictor import Predictor
+        from lvm_serving.predictor import Predictor
 
         torch.set_num_threads(int(args.get("torch_threads", 1)))
         self.version = str(args["version"])
@@ -397,7 +397,7 @@ class Router:
         self.metrics.inc(mc.SHADOW_COSINE, tags, max(cosine, 0.0))
 
     async def _feedback(self, request: Request) -> JSONResponse:
-        from lvm_serving.models.predictor import hits
+        from lvm_serving.predictor import hits
 
         body = await _json_body(request)
         if not isinstance(body, dict):

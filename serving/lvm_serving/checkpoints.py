@@ -27,37 +27,31 @@ Loading is always ``torch.load(weights_only=True, map_location="cpu")`` (then mo
 device): a pickle that needs arbitrary code is refused with :class:`UnsafeCheckpointError`. The
 sha256 is computed streaming, from the same open file that is then loaded.
 
-URIs: ``file:///abs/path``, ``file://localhost/abs/path`` or a plain path. Other schemes (``s3://``,
-``gs://``, ``https://``) raise :class:`UnsupportedURIError`: fetch the file first (an init
-container or a Ray runtime_env), then point the URI at the local copy.
+Finding the file (URIs), verifying its sha256 and writing it atomically are
+:mod:`lvm_serving.artifacts`' job, shared with the concept bank and the eval sets; so are the
+errors about the *file* (not found, bad URI, wrong digest). The errors about its *content* are
+here (all :class:`CheckpointError`, an :class:`~lvm_serving.artifacts.ArtifactError`; each
+message names the file and what to do)::
 
-Errors (all :class:`ArtifactError`; each message names the file and what to do)::
+    CheckpointError
+    ├── UnsafeCheckpointError          weights_only refused the pickle
+    ├── CorruptCheckpointError         not a readable torch/safetensors file
+    ├── UnknownFormatError             neither format above
+    ├── CheckpointConfigError          sizes/faults the family does not accept
+    ├── UnknownCheckpointFamilyError   family not registered (also a models.UnknownFamilyError)
+    ├── StateDictMismatchError         missing / unexpected tensors
+    └── ShapeMismatchError             .tensor, .expected, .got
 
-    ArtifactError
-    ├── UnsupportedURIError        scheme other than file://
-    ├── ArtifactNotFoundError      no such file (also a FileNotFoundError)
-    ├── InvalidChecksumError       the expected sha256 is not 64 hex digits
-    ├── ChecksumMismatchError      .expected, .actual
-    └── CheckpointError
-        ├── UnsafeCheckpointError          weights_only refused the pickle
-        ├── CorruptCheckpointError         not a readable torch/safetensors file
-        ├── UnknownFormatError             neither format above
-        ├── CheckpointConfigError          sizes/faults the family does not accept
-        ├── UnknownCheckpointFamilyError   family not registered (also a models.UnknownFamilyError)
-        ├── StateDictMismatchError         missing / unexpected tensors
-        └── ShapeMismatchError             .tensor, .expected, .got
+(A little over 400 lines: the three readers, the payload normalisation and the state-dict checks
+are one path from file to model and are read together.)
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
-import re
-import tempfile
-import urllib.parse
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +60,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
 from lvm_serving.models import (
     FamilyConfig,
     FaultInjection,
@@ -82,38 +77,9 @@ FORMAT = "lvm-rollout-checkpoint"
 FORMAT_VERSION = 1
 SEED_FORMAT = "seed"
 SAFETENSORS_SUFFIX = ".safetensors"
-SHA256_SUFFIX = ".sha256"
-_CHUNK = 1 << 20
 
 # --------------------------------------------------------------------------------------------
 # Errors
-
-
-class ArtifactError(Exception):
-    """Base of every checkpoint / concept bank loading error. ``path`` names the file."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-
-
-class UnsupportedURIError(ArtifactError, ValueError):
-    pass
-
-
-class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
-    pass
-
-
-class InvalidChecksumError(ArtifactError, ValueError):
-    pass
-
-
-class ChecksumMismatchError(ArtifactError):
-    def __init__(self, message: str, *, path: str, expected: str, actual: str) -> None:
-        super().__init__(message, path=path)
-        self.expected = expected
-        self.actual = actual
 
 
 class CheckpointError(ArtifactError):
@@ -167,122 +133,6 @@ class ShapeMismatchError(CheckpointError):
 
 
 # --------------------------------------------------------------------------------------------
-# URIs and checksums (shared with the concept bank)
-
-
-def resolve_local_path(uri: str | os.PathLike[str], *, what: str = "artifact") -> Path:
-    """A local path from ``file://`` URIs or plain paths; anything else is unsupported here."""
-    text = os.fspath(uri)
-    if not text:
-        raise UnsupportedURIError(f"empty {what} URI", path=text)
-    parsed = urllib.parse.urlparse(text)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise UnsupportedURIError(
-                f"{what} URI {text!r} names host {parsed.netloc!r}; only local files "
-                "(file:///path or file://localhost/path) are supported",
-                path=text,
-            )
-        return Path(urllib.parse.unquote(parsed.path))
-    # One-letter schemes are Windows drive letters, not URI schemes.
-    if parsed.scheme and len(parsed.scheme) > 1:
-        raise UnsupportedURIError(
-            f"{what} URI {text!r}: scheme {parsed.scheme!r} is not supported locally; only "
-            "file:// URIs and plain paths are. Fetch the file first (e.g. an init container or a "
-            "Ray runtime_env) and point the URI at the local copy.",
-            path=text,
-        )
-    return Path(text)
-
-
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def normalize_sha256(value: str, *, path: str | None = None, what: str = "artifact") -> str:
-    """Lower-case hex; accepts an optional ``sha256:`` prefix."""
-    text = str(value).strip().lower()
-    text = text.removeprefix("sha256:")
-    if not _SHA_RE.match(text):
-        raise InvalidChecksumError(
-            f"expected sha256 for {what} {path or ''} is not 64 hex digits: {value!r}. "
-            "Use the hex digest `sha256sum` prints (optionally prefixed sha256:).",
-            path=path,
-        )
-    return text
-
-
-def sha256_stream(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := f.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    with open(path, "rb") as f:
-        return sha256_stream(f)
-
-
-def write_sha256_sidecar(path: str | os.PathLike[str], digest: str | None = None) -> str:
-    """Write ``<path>.sha256`` in ``sha256sum`` format; return the digest."""
-    path = Path(path)
-    digest = digest or sha256_file(path)
-    Path(str(path) + SHA256_SUFFIX).write_text(f"{digest}  {path.name}\n")
-    return digest
-
-
-def read_sha256_sidecar(path: str | os.PathLike[str]) -> str | None:
-    """The digest from ``<path>.sha256`` if that file exists."""
-    sidecar = Path(str(path) + SHA256_SUFFIX)
-    if not sidecar.is_file():
-        return None
-    return normalize_sha256(sidecar.read_text().split()[0], path=str(sidecar))
-
-
-def open_verified(
-    uri: str | os.PathLike[str], sha256: str | None, *, what: str, hint: str = ""
-) -> tuple[Path, BinaryIO, str]:
-    """Open a local artifact, hash it streaming and compare with ``sha256`` (if given).
-
-    Returns ``(path, file positioned at 0, actual digest)``; the caller closes the file. Loading
-    from the handle that was hashed means a file swapped by rename after the check is not read.
-    """
-    path = resolve_local_path(uri, what=what)
-    expected = None if sha256 is None else normalize_sha256(sha256, path=str(path), what=what)
-    try:
-        f = open(path, "rb")  # noqa: SIM115  (returned to the caller)
-    except FileNotFoundError:
-        raise ArtifactNotFoundError(
-            f"{what} file not found: {path}. Check the URI"
-            + (f" ({hint})" if hint else "")
-            + "; python -m lvm_serving.train writes a checkpoint, its concept bank and eval set.",
-            path=str(path),
-        ) from None
-    except IsADirectoryError:
-        raise ArtifactNotFoundError(
-            f"{what} path {path} is a directory; point the URI at the file itself",
-            path=str(path),
-        ) from None
-    try:
-        actual = sha256_stream(f)
-        if expected is not None and actual != expected:
-            raise ChecksumMismatchError(
-                f"{what} {path}: sha256 mismatch: expected {expected}, actual {actual}. "
-                "The file changed or the expected digest is stale; re-upload the file or put "
-                "the digest `sha256sum` prints into the spec.",
-                path=str(path),
-                expected=expected,
-                actual=actual,
-            )
-        f.seek(0)
-    except BaseException:
-        f.close()
-        raise
-    return path, f, actual
-
-
-# --------------------------------------------------------------------------------------------
 # Saving
 
 
@@ -299,19 +149,6 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are read by other processes
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(

@@ -23,7 +23,7 @@ norm was off by more than 1e-3 (a hint that the producer did not normalise).
 timestamps), so the same bank always has the same sha256, and a ``<file>.sha256`` sidecar.
 :meth:`ConceptBank.load` takes a ``file://`` URI or a path and an optional expected sha256
 (verified streaming, as for checkpoints); its errors are
-:class:`~lvm_serving.checkpoints.ArtifactError` subclasses naming the file and what to do.
+:class:`~lvm_serving.artifacts.ArtifactError` subclasses naming the file and what to do.
 
 Search is a matrix product of unit vectors on the bank's device (CPU or GPU) followed by
 ``topk``: ``search(queries [B, D], k) -> (ids [B, k], sims [B, k])``, most similar first.
@@ -42,13 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lvm_serving.checkpoints import (
-    ArtifactError,
-    atomic_write,
-    open_verified,
-    write_sha256_sidecar,
-)
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
+from lvm_serving.contracts.metrics import NUM_LANES
 
 FORMAT = "lvm-concept-bank"
 FORMAT_VERSION = 1

@@ -8,44 +8,29 @@ This is what the operator runs, in a child process, for the pre-rollout gate and
 drift check (a child process keeps torch out of the operator, lets a crash or an out-of-memory
 kill only the evaluation, and lets the operator enforce a timeout). It is also usable by hand.
 
-Output (stdout, one line, format ``lvm-eval-result`` version 1)::
-
-    {"format": "lvm-eval-result", "format_version": 1,
-     "checkpoint_sha256": …, "eval_set_sha256": …, "bank_sha256": …, "family": …,
-     "n": 512, "hit@1": …, "hit@5": …, "hit@10": …, "hit@5_proxy": …,
-     "empty_hit_rate": …, "nan_rate": …, "seconds": …,
-     "per_lane": {"0": {"n": 32, "hit@1": …, "hit@5": …, "hit@10": …}, …}}
-
-Hit@K is *exact* (the true next concept among the top K retrieved), as in the seed's eval set
-check; fractions in [0, 1]. On failure it prints ``{"format": …, "error": "…", "error_type":
-"ChecksumMismatchError"}`` and exits 2; the message says which file and what to do.
+Output (stdout): one line in the :mod:`lvm_serving.contracts.eval_result` format (Hit@1/5/10
+overall and per lane, the digests of what was evaluated). On failure it prints the format's
+error line (``error``, ``error_type``) and exits 2; the message says which file and what to do.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
-RESULT_FORMAT = "lvm-eval-result"
-RESULT_FORMAT_VERSION = 1
-#: Per-lane numbers kept in the result (the operator's status stores these).
-LANE_KEYS = ("n", "hit@1", "hit@5", "hit@10")
-OVERALL_KEYS = ("n", "hit@1", "hit@5", "hit@10", "hit@5_proxy", "empty_hit_rate", "nan_rate")
+from lvm_serving.contracts.eval_result import (
+    RESULT_FORMAT,
+    RESULT_FORMAT_VERSION,
+    compact,
+    encode,
+    error_result,
+)
 
 
 class EvalSetMismatchError(ValueError):
     """The eval set's concept ids refer to another concept bank than the one given."""
-
-
-def compact(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the operator keeps from :func:`lvm_serving.synthetic.evaluate`'s result."""
-    out = {key: result[key] for key in OVERALL_KEYS}
-    out["per_lane"] = {lane: {key: r[key] for key in LANE_KEYS}
-                       for lane, r in sorted(result["per_lane"].items(), key=lambda x: int(x[0]))}
-    return out
 
 
 def add_artifact_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +50,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     the eval set checked against the bank its concept ids refer to."""
     import torch
 
-    from lvm_serving.models.predictor import Predictor
+    from lvm_serving.predictor import Predictor
     from lvm_serving.synthetic import EvalSet
 
     torch.set_num_threads(max(1, args.threads))
@@ -111,10 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         out = run(args)
         code = 0
     except Exception as exc:  # reported as data: the operator shows it in status and Events
-        out = {"format": RESULT_FORMAT, "format_version": RESULT_FORMAT_VERSION,
-               "error": str(exc), "error_type": type(exc).__name__}
+        out = error_result(str(exc), type(exc).__name__)
         code = 2
-    sys.stdout.write(json.dumps(out, separators=(",", ":"), sort_keys=True) + "\n")
+    sys.stdout.write(encode(out) + "\n")
     return code
 
 

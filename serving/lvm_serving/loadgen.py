@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 from lvm_serving.synthetic import SyntheticWorld, WorldSpec, one_hot_tmd
 
 

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lvm_serving.contracts.quality import LANE_HEALTH_MAX_BELOW, lane_health
 from lvm_serving.evaluate import add_artifact_args, load
 from lvm_serving.models import InputError
-from lvm_serving.models.predictor import Predictor
-from lvm_serving.quality import LANE_HEALTH_MAX_BELOW, lane_health
+from lvm_serving.predictor import Predictor
 from lvm_serving.synthetic import EvalSet, evaluate
 
 

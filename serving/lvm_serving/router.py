@@ -2,7 +2,7 @@
 
 :func:`choose_route` decides, for one request, which version answers the client and whether the
 candidate also answers in the shadow. The modes
-(:class:`~lvm_serving.serve_config.RoutingMode`):
+(:class:`~lvm_serving.contracts.serve_config.RoutingMode`):
 
 * ``weighted`` — the candidate gets ``candidate_weight`` percent of requests, uniformly at random;
 * ``userHash`` — a user's *bucket* (0..99, from a stable SHA-256 of the user key, never Python's
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from lvm_serving.metrics_contract import NUM_LANES
-from lvm_serving.serve_config import RouterConfig, RoutingMode
+from lvm_serving.contracts.metrics import NUM_LANES
+from lvm_serving.contracts.serve_config import RouterConfig, RoutingMode
 
 TMD_DIM = NUM_LANES
 DEFAULT_K = 10

@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lvm_serving.checkpoints import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
+from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
 from lvm_serving.concept_bank import ConceptBank, write_npz_deterministic
-from lvm_serving.metrics_contract import NUM_LANES
-from lvm_serving.models.predictor import HIT_KS, Predictor, hits
+from lvm_serving.contracts.metrics import NUM_LANES
+from lvm_serving.predictor import HIT_KS, Predictor, hits
 
 EVAL_FORMAT = "lvm-eval-set"
 EVAL_FORMAT_VERSION = 1

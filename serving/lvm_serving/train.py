@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from lvm_serving.checkpoints import save_checkpoint
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 from lvm_serving.models import (
     FaultInjection,
     LVMModel,
@@ -56,7 +56,7 @@ from lvm_serving.models import (
     known_families,
     make_config,
 )
-from lvm_serving.models.predictor import Predictor
+from lvm_serving.predictor import Predictor
 from lvm_serving.synthetic import EvalSet, SyntheticWorld, WorldSpec, evaluate, one_hot_tmd
 
 _DEMO_MEMORY_GRU = {"hidden": 64, "num_layers": 1, "memory_slots": 128, "fusion_dim": 64,

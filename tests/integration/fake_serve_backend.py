@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from lvm_operator.backends import AppStatus, ObservedApp, ObservedVersion
-from lvm_serving.serve_config import AppSpec
+from lvm_serving.contracts.serve_config import AppSpec
 
 _lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from helpers import eventually
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from lvm_operator.devstack.procs import free_port
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

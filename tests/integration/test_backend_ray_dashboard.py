@@ -27,7 +27,7 @@ from helpers import eventually
 from lvm_operator.backends import AppStatus, BackendRejected
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
 from lvm_operator.devstack.ray_cluster import node_pool_of
-from lvm_serving.serve_config import AppSpec, RouterConfig, VersionSpec
+from lvm_serving.contracts.serve_config import AppSpec, RouterConfig, VersionSpec
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 

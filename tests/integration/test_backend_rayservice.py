@@ -20,7 +20,7 @@ from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 from lvm_operator.backends import AppStatus, BackendNotFound
 from lvm_operator.backends import rayservice as rs
 from lvm_operator.backends.rayservice import RayServiceBackend, dump_serve_config
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     VersionSpec,

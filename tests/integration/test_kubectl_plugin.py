@@ -8,6 +8,7 @@ would.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from helpers import eventually
 
-from lvm_operator import kubectl_plugin
 from lvm_operator.api import (
     Condition,
     ConditionStatus,
@@ -33,6 +34,7 @@ from lvm_operator.api import (
 )
 from lvm_operator.api.status import CommandResult, LastCommand
 from lvm_operator.commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID, parse_command
+from lvm_operator.kubectl_plugin import cluster, commands
 
 pytestmark = pytest.mark.stack
 
@@ -168,22 +170,22 @@ def test_rollback_needs_a_version_from_history(env, api, rollout):
     assert annotations[ANNOTATION_COMMAND_ID] != first_id
 
 
-def test_errors_name_the_rollout_and_what_to_do(env, kube, rollout, monkeypatch):
+def test_errors_name_the_rollout_and_what_to_do(env, kube, rollout, capsys):
     ns, _ = rollout
     proc = kubectl(env, "lvm", "promote", "missing", "-n", ns, check=False)
     assert proc.returncode == 1
     assert f"LVMRollout 'missing' not found in namespace '{ns}'" in proc.stderr
     assert f"kubectl lvm get -n {ns}" in proc.stderr
 
-    # A group/version the apiserver does not serve answers like a missing CRD (in-process run).
-    from typer.testing import CliRunner
-
-    monkeypatch.setattr(kubectl_plugin, "VERSION", "v9alpha9")
-    result = CliRunner().invoke(kubectl_plugin.app, ["status", "lvm", "-n", ns,
-                                                     "--kubeconfig", kube.kubeconfig])
-    assert result.exit_code == 1
-    assert "CRD (lvmrollouts.lvm.rollout.io) is not installed" in result.output
-    assert "kubectl apply --server-side -f crds/lvmrollout.yaml" in result.output
+    # A group/version the apiserver does not serve answers like a missing CRD (in-process run:
+    # a client speaking another API version, reported as the commands report every failure).
+    stale = dataclasses.replace(cluster.connect(kube.kubeconfig, None), version="v9alpha9")
+    with pytest.raises(typer.Exit) as result, commands.reporting():
+        stale.get("lvm", ns)
+    assert result.value.exit_code == 1
+    output = capsys.readouterr().err
+    assert "CRD (lvmrollouts.lvm.rollout.io) is not installed" in output
+    assert "kubectl apply --server-side -f crds/lvmrollout.yaml" in output
 
 
 def test_current_namespace_comes_from_the_kubeconfig(env, api, rollout, tmp_path, kube):

@@ -45,7 +45,7 @@ from lvm_operator.decision import (
 )
 from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.prometheus import PrometheusServer
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 WINDOW_S = 120.0  # longer than the test: every series' first (zero) sample is inside it
 

@@ -23,8 +23,8 @@ import pytest
 from helpers import eventually, wait_for_series
 
 from lvm_operator.devstack.ray_cluster import node_pool_of
-from lvm_serving import metrics_contract as mc
-from lvm_serving.serve_config import (
+from lvm_serving.contracts import metrics as mc
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     VersionSpec,

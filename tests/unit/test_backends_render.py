@@ -31,7 +31,7 @@ from lvm_operator.backends.rayservice import (
     dump_serve_config,
     parse_serve_config,
 )
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     RoutingMode,

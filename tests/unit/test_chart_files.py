@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lvm_operator.alerts import RULES_FILE
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "lvm-rollout"

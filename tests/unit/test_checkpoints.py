@@ -11,25 +11,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvm_serving.checkpoints import (
+from lvm_serving.artifacts import (
     ArtifactError,
     ArtifactNotFoundError,
+    ChecksumMismatchError,
+    InvalidChecksumError,
+    UnsupportedURIError,
+    read_sha256_sidecar,
+    resolve_local_path,
+    sha256_file,
+)
+from lvm_serving.checkpoints import (
     CheckpointConfigError,
     CheckpointError,
-    ChecksumMismatchError,
     CorruptCheckpointError,
-    InvalidChecksumError,
     ShapeMismatchError,
     StateDictMismatchError,
     UnknownCheckpointFamilyError,
     UnknownFormatError,
     UnsafeCheckpointError,
-    UnsupportedURIError,
     load_checkpoint,
-    read_sha256_sidecar,
-    resolve_local_path,
     save_checkpoint,
-    sha256_file,
 )
 from lvm_serving.models import FaultInjection, MemoryGRU, UnknownFamilyError, build_model
 

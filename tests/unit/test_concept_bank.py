@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_serving.checkpoints import (
+from lvm_serving.artifacts import (
     ArtifactNotFoundError,
     ChecksumMismatchError,
     UnsupportedURIError,

@@ -195,7 +195,7 @@ def test_config_hash_is_stable_and_follows_the_weight():
     ],
 )
 def test_traffic_waits_for_a_running_candidate(candidate, weight, shadow, ready, held_back, why):
-    from lvm_serving.serve_config import AppSpec, RouterConfig
+    from lvm_serving.contracts.serve_config import AppSpec, RouterConfig
 
     app = AppSpec("lvm", "file:///bank.npz", RouterConfig("ml/lvm", "v1", candidate, weight,
                                                           shadow=shadow), ())

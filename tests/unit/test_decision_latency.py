@@ -21,7 +21,7 @@ from lvm_operator.decision import (
     assess_guardrails,
     latency,
 )
-from lvm_serving.metrics_contract import LATENCY_BUCKETS_SECONDS
+from lvm_serving.contracts.metrics import LATENCY_BUCKETS_SECONDS
 
 P, B, N, I = Verdict.PASS, Verdict.BREACH, Verdict.NO_DATA, Verdict.INCONCLUSIVE  # noqa: E741
 

@@ -1,8 +1,9 @@
 """Table tests for the evaluation rules: what to run, gate, baseline, drift and lane health.
 
 Times are POSIX seconds from T0; the eval set is pinned to digest E unless a row says otherwise.
-The numeric boundaries themselves are lvm_serving.quality's (tests/unit/test_quality_rules.py);
-these rows check how the operator applies them to recorded results.
+The numeric boundaries themselves are lvm_serving.contracts.quality's
+(tests/unit/test_quality_rules.py); these rows check how the operator applies them to recorded
+results.
 """
 
 from __future__ import annotations

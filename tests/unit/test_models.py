@@ -26,7 +26,7 @@ from lvm_serving.models import (
     lanes_of_tmd,
     make_config,
 )
-from lvm_serving.models.predictor import Predictor, hits
+from lvm_serving.predictor import Predictor, hits
 
 D = 24
 TINY_MEMORY_GRU = {"d_model": D, "memory_slots": 8, "hidden": 12, "num_layers": 2,

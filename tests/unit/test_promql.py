@@ -11,7 +11,7 @@ import yaml
 from lvm_operator.analysis import promql
 from lvm_operator.analysis.promql import Query, ShadowFilter
 from lvm_operator.decision import QualityPolicy
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 PROMTOOL = shutil.which("promtool")
 

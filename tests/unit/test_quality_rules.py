@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lvm_serving.quality import drift, drifted, lane_health, pre_rollout_gate
+from lvm_serving.contracts.quality import drift, drifted, lane_health, pre_rollout_gate
 
 
 def result(hit5, lanes=None, **more):

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from lvm_serving.contracts.serve_config import RouterConfig, RoutingMode
 from lvm_serving.feedback import TokenError, TokenSigner, dequantize, keys_from_env, quantize
-from lvm_serving.models.predictor import hits
+from lvm_serving.predictor import hits
 from lvm_serving.router import (
     BadRequest,
     choose_route,
@@ -20,7 +21,6 @@ from lvm_serving.router import (
     shadow_comparison,
     user_bucket,
 )
-from lvm_serving.serve_config import RouterConfig, RoutingMode
 
 D = 8
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_serving.checkpoints import load_checkpoint, sha256_file
+from lvm_serving.artifacts import sha256_file
+from lvm_serving.checkpoints import load_checkpoint
 from lvm_serving.concept_bank import ConceptBank
-from lvm_serving.models.predictor import Predictor
+from lvm_serving.predictor import Predictor
 from lvm_serving.synthetic import EvalSet, SyntheticWorld, WorldSpec, evaluate
 from lvm_serving.train import parse_args, run
 

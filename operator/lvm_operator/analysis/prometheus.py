@@ -26,7 +26,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect  # no pandas import
 from urllib3.util.retry import Retry
 
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 from ..decision import latency
 from ..decision.model import LaneMetrics, VersionMetrics, WindowObservation

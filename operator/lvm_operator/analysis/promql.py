@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 
-from lvm_serving import metrics_contract as mc
+from lvm_serving.contracts import metrics as mc
 
 BY_LANE: tuple[str, ...] = (mc.LABEL_ROLLOUT, mc.LABEL_VERSION, mc.LABEL_LANE)
 BY_VERSION: tuple[str, ...] = (mc.LABEL_ROLLOUT, mc.LABEL_VERSION)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 
 from .base import ApiModel, Bool, Float, Int, Rule
 from .spec import MAX_STEPS, ModelFamily, ModelVersion, Name, Sha256, Uri, VersionName

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     ROUTER_DEPLOYMENT,
     VERSION_APP_SEPARATOR,
     AppSpec,

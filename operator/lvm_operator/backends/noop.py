@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     is_owned_app,
     merge_applications,

@@ -29,7 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     ROUTER_DEPLOYMENT,
     AppSpec,
     is_owned_app,

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lvm_serving.serve_config import (
+from lvm_serving.contracts.serve_config import (
     ROUTER_DEPLOYMENT,
     AppSpec,
     is_owned_app,

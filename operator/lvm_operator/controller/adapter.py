@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lvm_serving import metrics_contract as mc
-from lvm_serving.serve_config import (
+from lvm_serving.contracts import metrics as mc
+from lvm_serving.contracts.serve_config import (
     AppSpec,
     RouterConfig,
     RoutingMode,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lvm_serving.metrics_contract import NUM_LANES
+from lvm_serving.contracts.metrics import NUM_LANES
 
 from ..api import (
     Condition,

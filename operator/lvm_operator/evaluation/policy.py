@@ -2,7 +2,7 @@
 
 No I/O: the reconciler hands in the spec, the previous status, the serving versions and the
 clock, and writes back what these functions return. The numeric rules themselves (gate, drift,
-lane health, their boundaries) are :mod:`lvm_serving.quality`'s, shared with the daily
+lane health, their boundaries) are :mod:`lvm_serving.contracts.quality`'s, shared with the daily
 regression suite; this module applies them to the status' records. Table tests:
 ``tests/unit/test_evaluation_policy.py``.
 
@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lvm_serving import quality
-from lvm_serving.evaluate import RESULT_FORMAT
+from lvm_serving.contracts import eval_result, quality
 
 from ..api import (
     Baseline,
@@ -92,10 +91,9 @@ def result_from_output(purpose: EvalPurpose, subject: Subject, ev: Evaluation,
     """An :class:`EvalResult` from ``python -m lvm_serving.evaluate``'s JSON (or its error)."""
     common = dict(purpose=purpose, version=subject.version, checkpoint_sha256=subject.sha256,
                   eval_set_uri=ev.eval_set.uri, time=to_time(finished_at))
-    if output.get("format") != RESULT_FORMAT or "error" in output:
-        error = str(output.get("error") or f"unexpected evaluation output: {dict(output)!r:.300}")
-        kind = output.get("error_type")
-        return EvalResult(**common, error=(f"{kind}: {error}" if kind else error)[:1024])
+    error = eval_result.error_of(output)
+    if error is not None:
+        return EvalResult(**common, error=error[:1024])
     lanes = [
         LaneResult(lane=int(lane), sequences=int(r.get("n", 0)), hit1=_ratio(r.get("hit@1")),
                    hit5=_ratio(r.get("hit@5")), hit10=_ratio(r.get("hit@10")))
@@ -130,7 +128,7 @@ def latest(history: Sequence[EvalResult] | None, subject: Subject, ev: Evaluatio
 
 
 def as_quality_dict(r: EvalResult) -> dict[str, Any]:
-    """The shape :mod:`lvm_serving.quality` reads (``hit@5``, ``n``, ``per_lane``)."""
+    """The shape :mod:`lvm_serving.contracts.quality` reads (``hit@5``, ``n``, ``per_lane``)."""
     out: dict[str, Any] = {"n": r.sequences}
     for name, key in HIT_FIELDS:
         if getattr(r, name) is not None:

@@ -32,6 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from lvm_serving.contracts import eval_result
+
 log = logging.getLogger("lvm_operator.evaluation")
 
 WORKERS_ENV = "LVM_EVAL_WORKERS"
@@ -71,7 +73,7 @@ class EvalRequest:
 
 @dataclass(frozen=True)
 class Finished:
-    output: dict[str, Any]  # lvm_serving.evaluate's JSON (or an "error" one)
+    output: dict[str, Any]  # an eval_result line (or an "error" one)
     finished_at: float
 
 
@@ -156,12 +158,8 @@ class LocalEvaluationRunner:
         finally:
             with self._lock:
                 self._procs.discard(proc)
-        lines = [x for x in stdout.splitlines() if x.strip()]
-        try:
-            output = json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            output = None
-        if not isinstance(output, dict):
+        output = eval_result.parse(stdout)
+        if output is None:
             tail = (stderr or stdout)[-600:].strip()
             return self._error(f"evaluation exited {proc.returncode} without a result: {tail}",
                                "EvaluationCrashed")
@@ -173,7 +171,4 @@ class LocalEvaluationRunner:
 
     @staticmethod
     def _error(message: str, kind: str) -> Finished:
-        from lvm_serving.evaluate import RESULT_FORMAT, RESULT_FORMAT_VERSION
-
-        return Finished({"format": RESULT_FORMAT, "format_version": RESULT_FORMAT_VERSION,
-                         "error": message, "error_type": kind}, time.time())
+        return Finished(eval_result.error_result(message, kind), time.time())

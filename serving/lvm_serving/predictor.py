@@ -16,7 +16,11 @@ and per request (or per batch of requests with the same context length)::
 :func:`hits` is the one definition of Hit@K used both offline (the train command's eval) and
 online (click feedback): *exact* — the clicked concept is among the first k retrieved ids;
 *proxy* — cosine(prediction, clicked concept) above the seed's threshold for k
-(:data:`~lvm_serving.metrics_contract.HIT_PROXY_COSINE`).
+(:data:`~lvm_serving.contracts.metrics.HIT_PROXY_COSINE`).
+
+It sits beside :mod:`lvm_serving.checkpoints` and :mod:`lvm_serving.concept_bank`, not inside
+:mod:`lvm_serving.models`: it joins a model with the files it is loaded from, and the model
+families below it import nothing of the rest of serving.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import Tensor
 
 from lvm_serving.checkpoints import LoadedCheckpoint, load_checkpoint, resolve_device
 from lvm_serving.concept_bank import ConceptBank
-from lvm_serving.metrics_contract import EMPTY_HIT_SIMILARITY, HIT_PROXY_COSINE
+from lvm_serving.contracts.metrics import EMPTY_HIT_SIMILARITY, HIT_PROXY_COSINE
 from lvm_serving.models.base import TMD_DIM, ConfigError, InputError, LVMModel, lanes_of_tmd
 
 HIT_KS: tuple[int, ...] = tuple(sorted(HIT_PROXY_COSINE))  # (1, 5, 10)
