@@ -21,6 +21,7 @@ from lvm_operator.decision import (
     checks_due,
     decide,
     guardrail_window_s,
+    next_decision_in_s,
     quality_window_s,
 )
 
@@ -107,3 +108,12 @@ def test_a_new_attempt_records_its_start():
     s = started(500.0)
     assert s.attempt_started_at == 500.0 and s.guardrail_since == 500.0
     assert s.last_guardrail_verdict is None
+
+
+def test_next_decision_waits_for_the_shortest_window():
+    # Interval 2 s but windows of at least 4 s: woken at 2 s the check is not due, so the next
+    # decision is at 4 s (not "now", which would spin the operator until then).
+    p = plan(guardrails=replace(plan().guardrails, interval_s=2.0))
+    s = decide(p, RolloutState(fingerprint="fp-1"), Observations(), 0.0).state
+    assert Check.GUARDRAIL not in checks_due(p, s, 2.0)
+    assert next_decision_in_s(p, s, 2.0) == 2.0

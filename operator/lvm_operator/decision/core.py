@@ -125,7 +125,8 @@ def next_decision_in_s(plan: Plan, state: RolloutState, now: float) -> float | N
         return now if at is None else at
 
     times = [
-        last(state.last_guardrail_at) + plan.guardrails.interval_s,
+        max(last(state.last_guardrail_at) + plan.guardrails.interval_s,
+            _guardrail_start(plan, state, now) + plan.guardrails.window_s),
         last(state.last_quality_at) + plan.quality.interval_s,
     ]
     if state.paused_at is None and not plan.paused:
