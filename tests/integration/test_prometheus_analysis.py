@@ -285,8 +285,8 @@ def test_no_data(loaded):
         assert assess_guardrails(plan, g).verdict is Verdict.NO_DATA
         assert assess_quality(plan, q).verdict is Verdict.NO_DATA
     out = assess_guardrails(plan, loaded.guardrails(loaded.at_raw).for_rollout("ml/quiet"))
-    assert out.summary == ("candidate is not receiving traffic: 3 requests in the last 2m "
-                           "(need >= 10)")
+    assert out.summary == ("too few candidate requests to judge: 3 in the last 2m "
+                           "(need >= 10; the window grows until it has them)")
 
 
 def test_shadow_filter_excludes_shadow_copies(loaded):

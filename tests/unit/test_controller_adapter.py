@@ -38,7 +38,7 @@ def test_plan_numbers_from_the_example():
         (25, 10.0, False), (50, 10.0, False), (100, 10.0, False)]
     assert p.guardrails.interval_s == 2.0
     assert p.guardrails.consecutive_breaches == 2
-    assert p.guardrails.window_s == 4.0  # the shortest window; checks read since the last one
+    assert p.guardrails.window_s == 2.0  # the shortest window; checks read since the last one
     assert p.quality.interval_s == 5.0 and p.quality.window_s == 30.0
     assert p.quality.min_requests == 20
     assert p.quality.lane_min_requests == 20  # max(floor 20, ceil(20 / 16 lanes) = 2)
@@ -59,9 +59,9 @@ def test_plan_numbers_from_the_example():
 ])
 def test_guardrail_policy_from_the_spec(interval, min_samples):
     # Windows are "since the last judged check" (decision.core.guardrail_window_s); the policy
-    # only carries the shortest window increase() can read (4 s with a 1 s scrape).
+    # only carries the shortest window increase() can read (two 1 s scrapes).
     p = adapter.plan_for(spec(analysis__guardrails={"interval": interval}))
-    assert p.guardrails.window_s == adapter.MIN_GUARDRAIL_WINDOW_S == 4.0
+    assert p.guardrails.window_s == adapter.MIN_GUARDRAIL_WINDOW_S == 2.0
     assert p.guardrails.min_requests == min_samples
     assert p.guardrails.latency_vs_champion is True and p.guardrails.latency_margin == 0.10
 

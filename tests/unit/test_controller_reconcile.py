@@ -170,7 +170,7 @@ def test_breaching_candidate_rolls_back_and_records_it():
     r.tick("ml", "lvm-local")
     r.analysis.candidate = VersionMetrics(**{**GOOD, "error_rate": 0.05})
     for _ in range(2):
-        clock.t += 4.0  # a guardrail window is never shorter than 4 s
+        clock.t += 2.0  # a guardrail window is never shorter than 2 s
         r.tick("ml", "lvm-local")
     s = kube.obj["status"]
     assert s["phase"] == "RolledBack" and s["candidateWeight"] == 0

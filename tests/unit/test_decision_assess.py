@@ -42,7 +42,8 @@ I = Verdict.INCONCLUSIVE  # noqa: E741 - the table reads better with one letter 
         ("p95_latency_seconds", 0.1 * 0.1, I, "0.1*0.1 = 0.010000000000000002 ~ 10 ms: at it"),
         ("p95_latency_seconds", 0.0100001, B, "10.0001 ms > 10 ms"),
         ("p95_latency_seconds", 0.0124, B, "12.4 ms > 10 ms"),
-        ("p95_latency_seconds", math.inf, B, "+Inf: beyond the last bucket"),
+        ("p95_latency_seconds", math.inf, E, "+Inf is impossible (a quantile of buckets is "
+                                             "finite): an error, never judged"),
         ("p95_latency_seconds", math.nan, N, "NaN: histogram_quantile without observations"),
         ("p95_latency_seconds", None, N, "not measured"),
         # error rate (server errors incl. NaN/Inf outputs): success "< 0.1%", rollback "> 1%"
@@ -60,6 +61,9 @@ I = Verdict.INCONCLUSIVE  # noqa: E741 - the table reads better with one letter 
 )
 def test_guardrail_metric_thresholds(metric, value, expected, why):
     out = assess_guardrails(plan(), window({metric: value}, {}))
+    if expected is E:
+        assert out.verdict is E and out.summary.startswith("impossible measurement"), why
+        return
     (r,) = [r for r in out.results if r.metric == metric and r.counts]
     assert r.verdict is expected, why
     assert out.verdict is expected, why  # the other candidate metrics pass
@@ -130,10 +134,13 @@ def test_combine_worst_wins(verdicts, expected):
 def test_guardrails_need_min_requests(requests, expected):
     out = assess_guardrails(plan(), window({"requests": requests}, {}))
     assert out.verdict is expected
-    if expected is N:
+    if expected is N and requests == 0:
+        assert out.summary == ("candidate is not receiving traffic: 0 requests in the last 30s "
+                               "(need >= 10)")
+    elif expected is N:
         assert out.summary == (
-            f"candidate is not receiving traffic: {int(requests)} requests in the last 30s "
-            "(need >= 10)"
+            f"too few candidate requests to judge: {int(requests)} in the last 30s "
+            "(need >= 10; the window grows until it has them)"
         )
 
 
@@ -311,3 +318,36 @@ def test_passing_lanes_collapse_to_one_clause_with_the_worst():
     assert out.verdict is P
     assert out.summary == ("candidate Hit@5 proxy 66% over 2000 feedback events >= 60%, 2 lanes "
                            "compared (drop <= 20%; worst: lane 3 16.7% below the champion's)")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check", "why"),
+    [
+        ("requests", -3.0, "guardrail", "a count is never negative"),
+        ("requests", math.nan, "guardrail", "a NaN count"),
+        ("requests", math.inf, "guardrail", "an infinite count"),
+        ("error_rate", 1.2, "guardrail", "120% of requests failed"),
+        ("empty_hit_rate", -0.1, "guardrail", "a negative share"),
+        ("p95_latency_seconds", -0.001, "guardrail", "a negative latency"),
+        ("p95_latency_seconds", -math.inf, "guardrail", "-Inf latency"),
+        ("feedback", -1.0, "quality", "negative feedback"),
+        ("hit5_proxy", 1.5, "quality", "Hit@5 of 150%"),
+    ],
+)
+def test_impossible_values_are_errors_never_passes(field, value, check, why):
+    # Issue #15: NaN or negative counts, a share above 1, infinite latency were judged "pass".
+    obs = window({field: value}, {})
+    out = (assess_guardrails if check == "guardrail" else assess_quality)(plan(), obs)
+    assert out.verdict is E, why
+    assert out.summary.startswith(f"impossible measurement of the candidate ({CANDIDATE}): "
+                                  f"{field if field != 'p95_latency_seconds' else 'P95'}")
+
+
+def test_impossible_champion_numbers_are_errors_too():
+    out = assess_guardrails(plan(), window({}, {"error_rate": 2.0}))
+    assert out.verdict is E and f"of the champion ({CHAMPION})" in out.summary
+
+
+def test_impossible_lane_numbers_are_errors():
+    out = assess_quality(plan(), window({"lanes": {"3": LaneMetrics(100.0, -5.0, 0.5)}}, {}))
+    assert out.verdict is E and "lane 3" in out.summary

@@ -102,8 +102,8 @@ def test_a_handful_of_slow_requests_is_not_a_breach():
     out = assess_guardrails(plan(guardrails=GuardrailPolicy(10.0, 2, 4.0, 30)),
                             WindowObservation(10.0, versions))
     assert out.verdict is N
-    assert out.summary == ("candidate is not receiving traffic: 4 requests in the last 10s "
-                           "(need >= 30)")
+    assert out.summary == ("too few candidate requests to judge: 4 in the last 10s "
+                           "(need >= 30; the window grows until it has them)")
 
 
 def test_enough_requests_but_too_few_timed_ones_is_not_judged():

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-#: Anchored RE2/Python pattern for a duration string (the CRD's ``pattern``).
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
+#: Anchored RE2/Python pattern for a duration string (the CRD's ``pattern``). At most six
+#: digits before the point and nine after: ``9999999999999999999h`` parsed at admission but
+#: overflowed in the operator, so every tick failed; 999999h (114 years) is plenty.
+DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,9})?(ns|us|ms|s|m|h))+$"
 #: Longest duration string accepted (keeps CEL's cost estimate small).
 DURATION_MAX_LENGTH = 32
 

@@ -44,9 +44,10 @@ from ..decision import (
     Thresholds,
 )
 
-#: The shortest guardrail window: with a 1 s scrape, increase() over 2 s would sometimes hold
-#: a single sample. Windows are otherwise "since the last judged check" (see GuardrailPolicy).
-MIN_GUARDRAIL_WINDOW_S = 4.0
+#: The shortest guardrail window: two scrapes at the local stack's 1 s (increase() needs two
+#: samples; a window that caught only one reads as noData and simply grows). Windows are
+#: otherwise "since the last judged check" (see GuardrailPolicy).
+MIN_GUARDRAIL_WINDOW_S = 2.0
 
 
 def rollout_key(namespace: str, name: str) -> str:

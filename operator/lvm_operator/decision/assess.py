@@ -163,6 +163,50 @@ def _error_outcome(check: Check, obs: WindowObservation) -> CheckOutcome:
     return CheckOutcome(check, Verdict.ERROR, f"Prometheus error: {obs.error}")
 
 
+def _bad_count(v: float) -> bool:
+    return not math.isfinite(v) or v < 0
+
+
+def _bad_share(v: float | None) -> bool:
+    return v is not None and not math.isnan(v) and not (0.0 <= v <= 1.0)
+
+
+def impossible(vm: VersionMetrics) -> str | None:
+    """What makes ``vm`` impossible (a negative or non-finite count, a share outside [0, 1], an
+    infinite or negative latency), or None. Such numbers come from a broken exporter or query,
+    never from traffic: judging them could pass or roll back on nothing."""
+    for name in ("requests", "feedback"):
+        v = getattr(vm, name)
+        if _bad_count(v):
+            return f"{name} = {v!r} (a count is finite and >= 0)"
+    for name in ("error_rate", "empty_hit_rate", "hit5_proxy"):
+        v = getattr(vm, name)
+        if _bad_share(v):
+            return f"{name} = {v!r} (a share is in [0, 1])"
+    p = vm.p95_latency_seconds
+    if p is not None and not math.isnan(p) and (math.isinf(p) or p < 0):
+        return f"P95 = {p!r} s (a latency is finite and >= 0)"
+    if any(_bad_count(c) for _, c in vm.latency_buckets):
+        return "a latency bucket count is negative or not finite"
+    for lane, lm in vm.lanes.items():
+        if _bad_count(lm.requests) or _bad_count(lm.feedback):
+            return f"lane {lane}: a negative or non-finite count"
+        if _bad_share(lm.hit5_proxy) or _bad_share(lm.error_rate):
+            return f"lane {lane}: a share outside [0, 1]"
+    return None
+
+
+def _impossible_outcome(check: Check, plan: Plan, obs: WindowObservation) -> CheckOutcome | None:
+    for role, version in (("candidate", plan.candidate), ("champion", plan.champion)):
+        vm = obs.versions.get(version)
+        why = None if vm is None else impossible(vm)
+        if why is not None:
+            return CheckOutcome(check, Verdict.ERROR,
+                                f"impossible measurement of the {role} ({version}): {why}; "
+                                "not judged")
+    return None
+
+
 def _champion_latency(plan: Plan, obs: WindowObservation, reference: WindowObservation | None
                       ) -> tuple[VersionMetrics | None, str]:
     """The champion's latency to compare with, and where it comes from: the same window when it
@@ -249,16 +293,21 @@ def assess_guardrails(plan: Plan, obs: WindowObservation,
     check = Check.GUARDRAIL
     if obs.error is not None:
         return _error_outcome(check, obs)
+    bad = _impossible_outcome(check, plan, obs)
+    if bad is not None:
+        return bad
     cand = obs.versions.get(plan.candidate)
     need = plan.guardrails.min_requests
     window = fmt.duration(obs.window_s)
     if cand is None or cand.requests < need or cand.requests <= 0:
         got = 0.0 if cand is None else cand.requests
-        return CheckOutcome(
-            check, Verdict.NO_DATA,
-            f"candidate is not receiving traffic: {fmt.count(got)} requests in the last "
-            f"{window} (need >= {max(need, 1)})",
-        )
+        if round(got) <= 0:
+            why = (f"candidate is not receiving traffic: {fmt.count(got)} requests in the last "
+                   f"{window} (need >= {max(need, 1)})")
+        else:
+            why = (f"too few candidate requests to judge: {fmt.count(got)} in the last {window} "
+                   f"(need >= {need}; the window grows until it has them)")
+        return CheckOutcome(check, Verdict.NO_DATA, why)
     results: list[MetricResult] = []
     for role, version, counts in (("candidate", plan.candidate, True),
                                   ("champion", plan.champion, False)):
@@ -357,6 +406,9 @@ def assess_quality(plan: Plan, obs: WindowObservation) -> CheckOutcome:
     check = Check.QUALITY
     if obs.error is not None:
         return _error_outcome(check, obs)
+    bad = _impossible_outcome(check, plan, obs)
+    if bad is not None:
+        return bad
     cand = obs.versions.get(plan.candidate)
     need = plan.quality.min_requests
     got = 0.0 if cand is None else cand.feedback
