@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,11 +110,36 @@ def run_demo_and_check(run_dir: Path) -> str:
     return out
 
 
+def interrupt_demo_half_way(run_dir: Path) -> str:
+    """Start the demo, press Ctrl-C (SIGINT) once the first rollout is under way; its output."""
+    before = stack_pids()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([CLI, "demo", "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "scenario 1" in line:
+            break
+    time.sleep(15)  # well into the first rollout: the Serve app deployed, load flowing
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    text = "".join(lines) + out
+    assert proc.returncode == 130, text[-3000:]
+    assert "interrupted: stopping everything" in text and "everything stopped" in text
+    leftover = [psutil.Process(pid).cmdline() for pid in stack_pids() - before
+                if psutil.pid_exists(pid)]
+    assert not leftover, f"processes left behind: {leftover}"
+    return text
+
+
 def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
-    """The README's first command, end to end: a real progressive rollout on real components,
-    run twice in the same run directory (the second run starts from a clean control plane)."""
+    """The README's first command, end to end: a real progressive rollout on real components.
+    Run twice in the same run directory, the first run interrupted with Ctrl-C half-way: the
+    second starts from a clean control plane and succeeds (issue #13)."""
     run_dir = tmp_path / "demo"
-    run_demo_and_check(run_dir)
+    interrupt_demo_half_way(run_dir)
     again = run_demo_and_check(run_dir)
     assert "starting from a clean control plane" in again
 
