@@ -19,17 +19,8 @@ from lvm_serving.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
-    AppStatus,
-    ObservedApp,
-    ObservedVersion,
-    owned_apps,
-    router_config_of,
-    same_applications,
-    target_replicas_of,
-    version_of,
-)
+from .live import owned_apps, router_config_of, same_applications, target_replicas_of, version_of
+from .protocol import ApplyResult, AppStatus, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

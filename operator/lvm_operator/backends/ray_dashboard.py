@@ -37,20 +37,15 @@ from lvm_serving.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
-    BackendConflict,
-    BackendRejected,
-    BackendUnavailable,
-    ObservedApp,
-    ObservedVersion,
-    UnexpectedResponse,
+from .errors import BackendConflict, BackendRejected, BackendUnavailable, UnexpectedResponse
+from .live import (
     overall_status,
     router_config_of,
     same_applications,
     target_replicas_of,
     version_of,
 )
+from .protocol import ApplyResult, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

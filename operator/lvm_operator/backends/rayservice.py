@@ -35,16 +35,15 @@ from lvm_serving.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
+from .errors import (
     BackendConflict,
     BackendError,
     BackendNotFound,
     BackendRejected,
     BackendUnavailable,
-    ObservedApp,
-    ObservedVersion,
     UnexpectedResponse,
+)
+from .live import (
     overall_status,
     owned_apps,
     router_config_of,
@@ -52,6 +51,7 @@ from . import (
     target_replicas_of,
     version_of,
 )
+from .protocol import ApplyResult, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

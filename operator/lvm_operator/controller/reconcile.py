@@ -28,9 +28,7 @@ The order, and why:
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import re
 import threading
 import time
@@ -60,6 +58,7 @@ from ..api import (
     parse_status,
 )
 from ..api.spec import DNS_LABEL_PATTERN
+from ..backends.factory import BackendFactory, default_backend_factory, factory_hook
 from ..commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID, CommandError, Verb, parse_command
 from ..decision import (
     Check,
@@ -201,40 +200,6 @@ class AnalysisCache:
         return Observations(guardrail=g, quality=q)
 
 
-# --- serve backends --------------------------------------------------------------------------
-
-#: ``module:callable`` taking ``(serve_spec, *, namespace, kube_api_client)``: a dry-run or
-#: test backend instead of :func:`lvm_operator.backends.backend_for`.
-BACKEND_FACTORY_ENV = "LVM_SERVE_BACKEND_FACTORY"
-
-SERVE_HTTP_HOST_ENV = "LVM_RAY_SERVE_HTTP_HOST"
-SERVE_HTTP_PORT_ENV = "LVM_RAY_SERVE_HTTP_PORT"
-
-BackendFactory = Callable[..., Any]
-
-
-def default_backend_factory() -> BackendFactory:
-    hook = os.environ.get(BACKEND_FACTORY_ENV)
-    if hook:
-        module, _, attr = hook.partition(":")
-        return getattr(importlib.import_module(module), attr)
-
-    # Where the Ray dashboard backend tells Serve to listen (local stacks pick free ports).
-    options: dict[str, Any] = {}
-    if os.environ.get(SERVE_HTTP_HOST_ENV):
-        options["http_host"] = os.environ[SERVE_HTTP_HOST_ENV]
-    if os.environ.get(SERVE_HTTP_PORT_ENV):
-        options["http_port"] = int(os.environ[SERVE_HTTP_PORT_ENV])
-
-    def make(serve_spec: Any, *, namespace: str, kube_api_client: Any) -> Any:
-        from ..backends import backend_for
-
-        return backend_for(serve_spec, namespace=namespace, kube_api_client=kube_api_client,
-                           **options)
-
-    return make
-
-
 # --- the tick --------------------------------------------------------------------------------
 
 
@@ -309,7 +274,7 @@ class Reconciler:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def backend(self, namespace: str, spec: LVMRolloutSpec) -> Any:
-        key = (namespace, spec.serve.model_dump_json(), os.environ.get(BACKEND_FACTORY_ENV, ""))
+        key = (namespace, spec.serve.model_dump_json(), factory_hook())
         with self._guard:
             if key not in self._backends:
                 self._backends[key] = self.backend_factory(
