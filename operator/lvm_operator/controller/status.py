@@ -16,6 +16,9 @@ rollout is moving), ``Degraded`` (rolled back, or the serve backend / analysis i
 ``NoData`` (the no-data deadline passed); with ``spec.evaluation``: ``GatePassed`` (the
 candidate passed the pre-rollout evaluation) and ``Drifted`` (the champion's eval-set numbers
 moved beyond the limit); always: ``LanesDegraded`` (a lane is far below its version's overall).
+
+Why one module of some 400 lines: the status, its conditions and its Events are three views of
+the same diff; kept together, a new field cannot gain a condition without its Event.
 """
 
 from __future__ import annotations
