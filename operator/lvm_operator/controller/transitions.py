@@ -11,7 +11,7 @@ every verb × phase case is one row of ``tests/unit/test_controller_transitions.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ..api import (
@@ -291,10 +291,11 @@ def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, servi
 
 
 def rollback_to(target: str, spec: LVMRolloutSpec, state: RolloutState, serving: Serving,
-                old: LVMRolloutStatus, now: float, done, history: list[HistoryEntry]
-                ) -> CommandEffect:
+                old: LVMRolloutStatus, now: float, done: Callable[..., CommandEffect],
+                history: list[HistoryEntry]) -> CommandEffect:
     """``rollback --to <version>``: a version from history (or the spec's champion) takes all
-    traffic; the candidate (running) or the replaced champion (finished) is recorded."""
+    traffic; the candidate (running) or the replaced champion (finished) is recorded.
+    ``done`` records the command's result (see :func:`apply_command`)."""
     known = {h.version for h in old.history or []} | {spec.champion.version}
     if target not in known:
         return done(False, f"version {target!r} is not in history; known: "
