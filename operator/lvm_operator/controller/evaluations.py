@@ -25,7 +25,6 @@ from ..api import (
 )
 from ..api.status import MAX_EVAL_HISTORY, MAX_LANE_ROWS
 from ..decision import GateObservation, WindowObservation
-from ..decision import GateVerdict as CoreGateVerdict
 from ..evaluation import policy
 from ..evaluation.requests import EvalRequest, Finished, Running
 from .adapter import ServedVersion
@@ -120,7 +119,7 @@ def evaluation_tick(spec: LVMRolloutSpec, plan: EvaluationPlan,
     status.drift = policy.drift_status(ev, status, champ, status.baseline, drift_running)
     gate = None
     if status.gate is not None and gate_open:
-        gate = GateObservation(CoreGateVerdict(status.gate.verdict.value), status.gate.reason)
+        gate = GateObservation(status.gate.verdict, status.gate.reason)
     return EvaluationTick(status, gate, bool(running), policy.next_drift_at(ev, status, champ))
 
 
