@@ -342,3 +342,90 @@ def test_a_blocked_gate_is_retried_by_command_and_the_numbers_are_exported():
     r.t += 0.5
     r.tick()
     assert r.status["lastCommand"]["result"] == "rejected"
+
+
+# --- what a tick asks the shell to measure --------------------------------------------------
+
+
+def with_state(state, *, lane_next_check_in_s: float | None = None) -> dict:
+    from lvm_operator.api import LaneHealthStatus, LVMRolloutStatus, Serving
+    from lvm_operator.controller import adapter
+
+    obj = Rollout().obj
+    lane = None if lane_next_check_in_s is None else LaneHealthStatus(
+        verdict="healthy", reason="", next_check_at=adapter.to_rfc3339(T0 + lane_next_check_in_s))
+    obj["status"] = LVMRolloutStatus(
+        decision_state=adapter.state_to_status(state), lane_health=lane,
+        serving=Serving(champion=CHAMPION, candidate=CANDIDATE)).to_k8s()
+    return obj
+
+
+def at_step_1(**changes):
+    """At step 1 (25 %) since T0, both checks passed at T0."""
+    from dataclasses import replace
+
+    from lvm_operator.controller import adapter
+    from lvm_operator.decision import Phase, RolloutState, Verdict
+
+    fp = adapter.fingerprint(plan_tick(Rollout().obj, T0).spec)
+    return replace(RolloutState(phase=Phase.PROGRESSING, fingerprint=fp, current_step=0,
+                                candidate_weight=25, step_started_at=T0, last_guardrail_at=T0,
+                                last_guardrail_verdict=Verdict.PASS, last_quality_at=T0,
+                                last_quality_verdict=Verdict.PASS), **changes)
+
+
+G, Q = Check.GUARDRAIL, Check.QUALITY
+
+
+# local-fast.yaml: guardrails every 2 s, quality every 5 s; lane health checked when due.
+@pytest.mark.parametrize(("state", "dt", "lane_in", "checks", "lane_due"), [
+    (at_step_1(), 1.0, 60.0, set(), False),  # 1 s after both checks: nothing due
+    (at_step_1(), 2.0, 60.0, {G}, False),  # 0 + 2 s: guardrails
+    (at_step_1(), 5.0, 60.0, {G, Q}, False),  # 0 + 5 s: quality too
+    (at_step_1(), 1.0, None, set(), True),  # never checked lanes: due now
+    (at_step_1(), 61.0, 60.0, {G, Q}, True),  # past the lane check's next time
+])
+def test_plan_says_what_to_measure(state, dt, lane_in, checks, lane_due):
+    p = plan_tick(with_state(state, lane_next_check_in_s=lane_in), T0 + dt)
+    assert p.decides and p.invalid is None
+    assert set(p.checks) == checks
+    assert (p.lane_check is not None) == lane_due
+    assert p.evaluation_requests == []  # no spec.evaluation
+
+
+def test_a_finished_rollout_measures_nothing():
+    from lvm_operator.decision import Phase
+
+    state = at_step_1(phase=Phase.PROMOTED)
+    p = plan_tick(with_state(state, lane_next_check_in_s=60.0), T0 + 30.0)
+    assert not p.decides and p.checks == frozenset()
+
+
+@pytest.mark.parametrize(("next_decision", "retiring_in", "busy", "next_at", "failed",
+                          "expected"), [
+    (None, None, False, (), False, 2.0),  # idle 10 s, bounded by the 2 s guardrail interval
+    (0.5, None, False, (), False, 0.5),  # the next decision in 0.5 s
+    (0.0, None, False, (), False, 0.05),  # "now": never below 50 ms (no spinning)
+    (1.5, None, True, (), False, 1.0),  # an evaluation runs: poll every 1 s
+    (1.5, None, False, (T0 + 0.3,), False, 0.3),  # a drift/lane check due in 0.3 s
+    (None, 0.7, False, (), False, 0.7),  # finished: the warm champion retires in 0.7 s
+    (0.5, None, False, (), True, 2.0),  # a failed apply: min(interval 2 s, 2 s)
+])
+def test_wait_until_the_next_useful_tick(next_decision, retiring_in, busy, next_at, failed,
+                                         expected):
+    from lvm_operator.api import Serving
+    from lvm_operator.controller import adapter
+    from lvm_operator.controller.tick import wait_s
+    from lvm_operator.decision import Phase
+
+    p = plan_tick(Rollout().obj, T0)
+    if next_decision is None:
+        state = at_step_1(phase=Phase.PROMOTED)
+    else:  # step 1 of 10 s started so that it ends in ``next_decision`` seconds
+        state = at_step_1(step_started_at=T0 - 10.0 + next_decision, last_guardrail_at=T0,
+                          last_quality_at=T0)
+    serving = Serving(champion=CANDIDATE, retiring=CHAMPION if retiring_in else None,
+                      retiring_until=adapter.to_rfc3339(T0 + retiring_in) if retiring_in
+                      else None)
+    got = wait_s(p.plan, state, serving, T0, apply_failed=failed, busy=busy, next_at=next_at)
+    assert got == pytest.approx(expected)
