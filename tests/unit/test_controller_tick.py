@@ -28,7 +28,7 @@ from lvm_operator.controller.tick import (
     tick,
 )
 from lvm_operator.decision import Check, Observations, VersionMetrics, WindowObservation
-from lvm_operator.evaluation.requests import Finished, Running
+from lvm_operator.evaluation.protocol import Finished, Running
 from lvm_serving.serve_config import AppSpec
 
 RAW = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "local-fast.yaml")

@@ -26,7 +26,7 @@ from ..api import (
 from ..api.status import MAX_EVAL_HISTORY, MAX_LANE_ROWS
 from ..decision import GateObservation, WindowObservation
 from ..evaluation import policy
-from ..evaluation.requests import EvalRequest, Finished, Running
+from ..evaluation.protocol import EvalRequest, Finished, Running
 from .adapter import ServedVersion
 
 #: How often a tick looks at running evaluations.

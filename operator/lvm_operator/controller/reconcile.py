@@ -96,8 +96,8 @@ class Reconciler:
             if obj is None:
                 return None
             p = self.read(obj)
-            seen = Seen(*self.measure(p), self.evaluate(p), serving=self.observe_serving(p))
-            outcome = tick(p, seen)
+            observations, lane = self.measure(p)
+            outcome = tick(p, Seen(observations, lane, self.evaluate(p), self.observe_serving(p)))
             if outcome.decision is not None:
                 METRICS.record_decision(outcome.decision.action.value)
             outcome = self.apply(p, outcome)

@@ -51,7 +51,7 @@ from ..decision import (
     decide,
     next_decision_in_s,
 )
-from ..evaluation.requests import EvalRequest, Finished, Running
+from ..evaluation.protocol import EvalRequest, Finished, Running
 from . import adapter
 from .evaluations import (
     EVAL_POLL_S,

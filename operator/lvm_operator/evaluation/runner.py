@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .requests import EvalRequest, EvaluationRunner, Finished, Running
+from .protocol import EvalRequest, EvaluationRunner, Finished, Running
 
 __all__ = ["EvalRequest", "EvaluationRunner", "Finished", "LocalEvaluationRunner", "Running"]
 
