@@ -143,6 +143,8 @@ def operator(
         help="Seconds a silent peer counts as alive (Kopf's default: 60).")] = None,
     liveness_port: Annotated[int, typer.Option(help="Liveness /healthz port; 0: off.")] = 8080,
     metrics_port: Annotated[int, typer.Option(help="Operator /metrics port; 0: off.")] = 9090,
+    tick_workers: Annotated[int, typer.Option(
+        help="Threads that run reconcile ticks (all rollouts share them).")] = 16,
     dev: Annotated[bool, typer.Option(help="Verbose logs for local runs.")] = False,
 ) -> None:
     """Run the operator: reconcile LVMRollouts until interrupted."""
@@ -153,7 +155,8 @@ def operator(
         raise typer.Exit(2)
     run(namespaces=list(namespace or []), peering=None if standalone else peering,
         priority=priority, liveness_port=liveness_port or None,
-        metrics_port=metrics_port or None, dev=dev, peering_lifetime=peering_lifetime)
+        metrics_port=metrics_port or None, dev=dev, peering_lifetime=peering_lifetime,
+        tick_workers=tick_workers)
 
 
 def main() -> None:

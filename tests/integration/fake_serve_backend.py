@@ -1,11 +1,13 @@
 """A FAKE serve backend for the operator end-to-end tests: it records, it serves nothing.
 
 The operator subprocess loads it through ``LVM_SERVE_BACKEND_FACTORY=fake_serve_backend:make``
-(see :mod:`lvm_operator.controller.reconcile`). Every ``apply`` appends one JSON line to
+(see :mod:`lvm_operator.backends.factory`). Every ``apply`` appends one JSON line to
 ``$LVM_FAKE_BACKEND_LOG`` with the wall-clock time and what would be live: the router's
 champion, candidate, weight and shadow flag and the replicas per version. The tests read that
 file to see *when* traffic changed (e.g. the rollback reaction time), which a real backend
-would only tell through Ray's own status.
+would only tell through Ray's own status. It implements the whole
+:class:`~lvm_operator.backends.ServeBackend` protocol: ``observe`` reports what it recorded as
+running.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import threading
 import time
 from typing import Any
 
-from lvm_operator.backends import AppStatus, ObservedApp, ObservedVersion
-from lvm_serving.contracts.serve_config import AppSpec
+from lvm_operator.backends import (
+    ApplyResult,
+    AppStatus,
+    ObservedApp,
+    ObservedVersion,
+    ServeBackend,
+)
+from lvm_serving.contracts.serve_config import AppSpec, version_app_name
 
 _lock = threading.Lock()
 
@@ -27,7 +35,7 @@ class FakeRecordingBackend:
         self.path = path
         self.live: dict[str, AppSpec] = {}
 
-    def apply(self, app: AppSpec) -> Any:
+    def apply(self, app: AppSpec) -> ApplyResult:
         changed = self.live.get(app.application) != app
         self.live[app.application] = app
         line = {
@@ -42,16 +50,19 @@ class FakeRecordingBackend:
         }
         with _lock, open(self.path, "a") as f:
             f.write(json.dumps(line) + "\n")
-        return type("ApplyResult", (), {"changed": changed, "target": f"fake:{self.path}"})()
+        names = (app.application,
+                 *(version_app_name(app.application, v.version) for v in app.versions))
+        return ApplyResult(changed, names, f"fake:{self.path}")
 
     def observe(self, application: str) -> ObservedApp:
-        """Every applied version is running at once (a fake deploys instantly)."""
         app = self.live.get(application)
         if app is None:
-            return ObservedApp(application, AppStatus.NOT_DEPLOYED)
-        return ObservedApp(application, AppStatus.RUNNING, router=app.router, versions={
-            v.version: ObservedVersion(v.version, v.replicas, v.replicas, status="RUNNING")
-            for v in app.versions})
+            return ObservedApp(application, AppStatus.NOT_DEPLOYED, "fake: nothing recorded")
+        versions = {v.version: ObservedVersion(v.version, target_replicas=v.replicas,
+                                               running_replicas=v.replicas, status="RUNNING")
+                    for v in app.versions}
+        return ObservedApp(application, AppStatus.RUNNING, "fake: recorded, nothing serves",
+                           router=app.router, versions=versions)
 
     def verify_applied(self, app: AppSpec) -> bool | None:
         return self.live.get(app.application) == app
@@ -60,5 +71,5 @@ class FakeRecordingBackend:
         self.live.pop(application, None)
 
 
-def make(serve_spec: Any, *, namespace: str, kube_api_client: Any) -> FakeRecordingBackend:
+def make(serve_spec: Any, *, namespace: str, kube_api_client: Any) -> ServeBackend:
     return FakeRecordingBackend(os.environ["LVM_FAKE_BACKEND_LOG"])

@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 
 from lvm_serving.contracts.metrics import NUM_LANES
 
+from ..decision.model import GateVerdict, Phase, Verdict
 from .base import ApiModel, Bool, Float, Int, Rule
 from .spec import MAX_STEPS, ModelFamily, ModelVersion, Name, Sha256, Uri, VersionName
 
@@ -27,27 +28,6 @@ MAX_MEASUREMENTS = 512
 MAX_EVAL_HISTORY = 20
 #: Lane rows: 2 versions x 16 lanes x 2 sources, or 3 Hit@K overall + 16 lanes of drift.
 MAX_LANE_ROWS = 64
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    PROGRESSING = "Progressing"
-    PAUSED = "Paused"
-    PROMOTING = "Promoting"
-    PROMOTED = "Promoted"
-    ROLLING_BACK = "RollingBack"
-    ROLLED_BACK = "RolledBack"
-    FAILED = "Failed"
-
-
-class Verdict(StrEnum):
-    """Outcome of one check. ``noData`` and ``error`` hold the rollout; neither is a pass."""
-
-    PASS = "pass"
-    INCONCLUSIVE = "inconclusive"  # between the success and the rollback thresholds: hold
-    BREACH = "breach"
-    NO_DATA = "noData"
-    ERROR = "error"
 
 
 class Outcome(StrEnum):
@@ -241,13 +221,6 @@ class EvalPurpose(StrEnum):
     DRIFT = "drift"  # the scheduled drift check of the champion
 
 
-class GateVerdict(StrEnum):
-    PENDING = "pending"  # being evaluated
-    PASS = "pass"
-    BLOCKED = "blocked"  # below the minimum, or too far below the champion: not started
-    ERROR = "error"  # the evaluation failed (missing file, checksum, timeout...)
-
-
 class DriftVerdict(StrEnum):
     PENDING = "pending"
     OK = "ok"
@@ -398,7 +371,7 @@ class LVMRolloutStatus(ApiModel):
     phase: Phase | None = Field(
         None,
         description=(
-            "Pending, Progressing, Paused, Promoting, Promoted, RollingBack, RolledBack or Failed."
+            "Pending, Progressing, Paused, Promoted, RolledBack or Failed."
         ),
     )
     observed_generation: Int | None = Field(

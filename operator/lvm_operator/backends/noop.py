@@ -2,7 +2,7 @@
 
 For ``--dry-run`` operation and for unit tests of the code that drives a backend. It behaves like
 the real backends where that matters to a caller — it renders with
-:func:`~lvm_serving.serve_config.render_applications`, keeps other applications, reports
+:func:`~lvm_serving.contracts.serve_config.render_applications`, keeps other applications, reports
 ``changed=False`` for an unchanged config, and :meth:`observe` reads back what it recorded — but
 nothing leaves the process. Every write that would have been sent is appended to :attr:`sent`.
 """
@@ -19,17 +19,8 @@ from lvm_serving.contracts.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
-    AppStatus,
-    ObservedApp,
-    ObservedVersion,
-    owned_apps,
-    router_config_of,
-    same_applications,
-    target_replicas_of,
-    version_of,
-)
+from .live import owned_apps, router_config_of, same_applications, target_replicas_of, version_of
+from .protocol import ApplyResult, AppStatus, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """The Ray-dashboard serve backend: ``GET``/``PUT {url}/api/serve/applications/``.
 
 For the local stack and plain VMs, where there is no KubeRay. The REST API is declarative and
-*whole-config*: a PUT replaces every application on the cluster, and any application missing from
-it is deleted. So every write is read-modify-write: GET the live config, replace only the
-applications this rollout owns (:func:`~lvm_serving.serve_config.merge_applications`), keep the
-others exactly as Ray reports them (``deployed_app_config``), and PUT the result.
+  *whole-config*: a PUT replaces every application on the cluster, and any application missing from
+  it is deleted. So every write is read-modify-write: GET the live config, replace only the
+  applications this rollout owns (:func:`~lvm_serving.contracts.serve_config.merge_applications`),
+  keep the others exactly as Ray reports them (``deployed_app_config``), and PUT the result.
 
 ``proxy_location`` and ``http_options`` are sent as configured on the backend (HeadOnly by
 default: on the local stack both Ray nodes share one host, so only one proxy can bind the port).
@@ -37,20 +37,15 @@ from lvm_serving.contracts.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
-    BackendConflict,
-    BackendRejected,
-    BackendUnavailable,
-    ObservedApp,
-    ObservedVersion,
-    UnexpectedResponse,
+from .errors import BackendConflict, BackendRejected, BackendUnavailable, UnexpectedResponse
+from .live import (
     overall_status,
     router_config_of,
     same_applications,
     target_replicas_of,
     version_of,
 )
+from .protocol import ApplyResult, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ In a cluster KubeRay owns the Ray cluster and pushes ``spec.serveConfigV2`` (a Y
 holding a whole Serve config) to it; the operator only edits that string. The RayService usually
 belongs to someone else (a Helm release, a GitOps repo) and may carry other applications, so the
 backend parses the YAML, replaces only the applications this rollout owns
-(:func:`~lvm_serving.serve_config.merge_applications`), leaves every other key and application
-alone, and re-dumps it deterministically (sorted keys, block style) so that the same config is
-always the same string.
+(:func:`~lvm_serving.contracts.serve_config.merge_applications`), leaves every other key and
+application alone, and re-dumps it deterministically (sorted keys, block style) so that the same
+config is always the same string.
 
 When our applications already equal the rendered ones nothing is patched: an unchanged config is
 never re-sent, the object's ``resourceVersion`` stays, and KubeRay is not woken up. The patch is a
@@ -35,16 +35,15 @@ from lvm_serving.contracts.serve_config import (
     render_applications,
 )
 
-from . import (
-    ApplyResult,
+from .errors import (
     BackendConflict,
     BackendError,
     BackendNotFound,
     BackendRejected,
     BackendUnavailable,
-    ObservedApp,
-    ObservedVersion,
     UnexpectedResponse,
+)
+from .live import (
     overall_status,
     owned_apps,
     router_config_of,
@@ -52,6 +51,7 @@ from . import (
     target_replicas_of,
     version_of,
 )
+from .protocol import ApplyResult, ObservedApp, ObservedVersion
 
 log = logging.getLogger(__name__)
 

@@ -238,7 +238,7 @@ def app_spec_for(
         if (retiring and retiring in versions and retiring != champion.version
                 and (until is None or now is None or now < until)):
             deployments.append(versions[retiring].deployment(0))
-    elif state.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED):
+    elif state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
         deployments.append(champion.deployment(100))
         deployments.append(candidate.deployment(0, floor=candidate.min_replicas))
     else:

@@ -1,14 +1,18 @@
-"""One tick's offline evaluation and lane health: start or collect runs, then judge.
+"""One tick's offline evaluation and lane health, pure: which runs are wanted, then judge.
 
-The rules are pure (:mod:`lvm_operator.evaluation.policy`); this module wires them to the
-runner (child processes) and to the Prometheus snapshot cache, and returns the new
-``status.evaluation`` / ``status.laneHealth`` plus the gate observation the decision core reads.
-Events and conditions come later, from the status diff (:mod:`.status`).
+The rules are in :mod:`lvm_operator.evaluation.policy`; this module applies them in two pure
+steps around the runner, which the shell (:mod:`.reconcile`) drives: :func:`plan_evaluations`
+says which evaluations should be running (their :class:`EvalRequest`), the shell starts or
+collects them, and :func:`evaluation_tick` turns what they answered into the new
+``status.evaluation`` plus the gate observation the decision core reads. Lane health reads a
+production window the shell measured when :func:`lane_check_due`. Events and conditions come
+later, from the status diff (:mod:`.status`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api import (
@@ -21,9 +25,8 @@ from ..api import (
 )
 from ..api.status import MAX_EVAL_HISTORY, MAX_LANE_ROWS
 from ..decision import GateObservation, WindowObservation
-from ..decision import GateVerdict as CoreGateVerdict
 from ..evaluation import policy
-from ..evaluation.runner import EvalRequest, EvaluationRunner, Finished, Running
+from ..evaluation.protocol import EvalRequest, Finished, Running
 from .adapter import ServedVersion
 
 #: How often a tick looks at running evaluations.
@@ -44,42 +47,71 @@ def subject(v: ServedVersion) -> policy.Subject:
     return policy.Subject(v.version, v.checkpoint, v.sha256)
 
 
-def evaluation_tick(spec: LVMRolloutSpec, rollout: str, old: EvaluationStatus | None, *,
-                    not_started: bool, champion: ServedVersion,
-                    candidate: ServedVersion | None, runner: EvaluationRunner, now: float,
-                    reevaluate: bool = False) -> EvaluationTick:
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What a tick wants from the evaluation runner, and what it judges the answers against."""
+
+    now: float
+    status: EvaluationStatus | None  # the previous status.evaluation, to be updated
+    gate_open: bool  # not started and the gate is enabled
+    champion: policy.Subject | None
+    candidate: policy.Subject | None
+    wants: tuple[tuple[policy.Want, EvalRequest], ...] = ()
+    enabled: bool = True  # spec.evaluation is set
+
+    @property
+    def requests(self) -> list[EvalRequest]:
+        """The evaluations to start (if not running) or collect (if finished), in order."""
+        return [req for _, req in self.wants]
+
+
+def plan_evaluations(spec: LVMRolloutSpec, rollout: str, old: EvaluationStatus | None, *,
+                     not_started: bool, champion: ServedVersion,
+                     candidate: ServedVersion | None, now: float,
+                     reevaluate: bool = False) -> EvaluationPlan:
     ev = spec.evaluation
     if ev is None:
-        # Evaluation switched off: its verdicts (and their conditions) go; results stay.
-        cleared = None if old is None else old.model_copy(
-            update={"gate": None, "drift": None, "running": None})
-        return EvaluationTick(cleared, None, False, None)
+        return EvaluationPlan(now, old, False, None, None, enabled=False)
     champ, cand = subject(champion), subject(candidate) if candidate is not None else None
     status = (old or EvaluationStatus()).model_copy(deep=True)
     if reevaluate:
         status.gate_since = policy.to_time(now)
     gate_open = not_started and ev.gate.enabled
+    wants = policy.wanted(ev, status, gate_open=gate_open, champion=champ, candidate=cand,
+                          now=now)
+    return EvaluationPlan(now, status, gate_open, champ, cand,
+                          tuple((w, _request(spec, rollout, w)) for w in wants))
+
+
+def evaluation_tick(spec: LVMRolloutSpec, plan: EvaluationPlan,
+                    answers: Sequence[Running | Finished]) -> EvaluationTick:
+    """``answers``: what the runner said for each of ``plan.requests`` (same order): still
+    running (started now or earlier) or finished (collected by the shell)."""
+    ev = spec.evaluation
+    if ev is None or not plan.enabled:
+        # Evaluation switched off: its verdicts (and their conditions) go; results stay.
+        old = plan.status
+        cleared = None if old is None else old.model_copy(
+            update={"gate": None, "drift": None, "running": None})
+        return EvaluationTick(cleared, None, False, None)
+    assert plan.status is not None and plan.champion is not None
+    status = plan.status.model_copy(deep=True)
+    champ, cand, gate_open = plan.champion, plan.candidate, plan.gate_open
     history = list(status.history or [])
     running: list[RunningEvaluation] = []
-    for want in policy.wanted(ev, status, gate_open=gate_open, champion=champ, candidate=cand,
-                              now=now):
-        req = _request(spec, rollout, want)
-        polled = runner.poll(req)
+    for (want, _req), polled in zip(plan.wants, answers, strict=True):
         if isinstance(polled, Finished):
             history.append(policy.result_from_output(want.purpose, want.subject, ev,
                                                      polled.output, polled.finished_at))
-            runner.collect(req)
             continue
-        if polled is None:
-            polled = runner.submit(req, now)
-        assert isinstance(polled, Running)
         running.append(RunningEvaluation(purpose=want.purpose, version=want.subject.version,
                                          started_at=policy.to_time(polled.started_at)))
     status.history = history[-MAX_EVAL_HISTORY:] or None
     status.running = running or None
 
     if gate_open and cand is not None:
-        status.gate = policy.gate_status(ev, status, champion=champ, candidate=cand, now=now)
+        status.gate = policy.gate_status(ev, status, champion=champ, candidate=cand,
+                                         now=plan.now)
     elif not ev.gate.enabled:
         status.gate = None
     status.baseline = policy.baseline_for(ev, status, champ)
@@ -87,7 +119,7 @@ def evaluation_tick(spec: LVMRolloutSpec, rollout: str, old: EvaluationStatus | 
     status.drift = policy.drift_status(ev, status, champ, status.baseline, drift_running)
     gate = None
     if status.gate is not None and gate_open:
-        gate = GateObservation(CoreGateVerdict(status.gate.verdict.value), status.gate.reason)
+        gate = GateObservation(status.gate.verdict, status.gate.reason)
     return EvaluationTick(status, gate, bool(running), policy.next_drift_at(ev, status, champ))
 
 

@@ -9,11 +9,13 @@ wake it at once.
 
 The ticks are synchronous (kubernetes client, Prometheus reader, serve backends) and run on a
 thread pool owned here, not Kopf's default executor, so hundreds of idle daemons hold no
-threads. All state lives in the CR's status; the process keeps only caches.
+threads. All state lives in the CR's status; the process keeps only caches, in one
+:class:`Runtime` held in Kopf's memo; the options (:class:`OperatorOptions`) come from
+:func:`run` through the memo too, not the environment.
 
 Peering is on by default (``settings.peering``): a second operator process stays paused while a
 higher-priority one is alive and takes over once its peering record expires
-(``LVM_PEERING_LIFETIME`` seconds after the last keep-alive). The peering CRDs and the peering
+(``--peering-lifetime`` seconds after the last keep-alive). The peering CRDs and the peering
 object are in ``crds/kopf-peering.yaml``.
 """
 
@@ -21,63 +23,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from ..api import GROUP, PLURAL, VERSION, InvalidRolloutError, parse_rollout
 from ..metrics import METRICS, serve_metrics
-from .reconcile import AnalysisCache, KubeAccess, Reconciler
+from .kube import KubeAccess, api_client, ensure_peering_object
+from .measurements import AnalysisCache
+from .reconcile import Reconciler
 
 log = logging.getLogger("lvm_operator.controller")
 
-#: Environment knobs (the CLI sets them from its options).
-PEERING_LIFETIME_ENV = "LVM_PEERING_LIFETIME"
-METRICS_PORT_ENV = "LVM_METRICS_PORT"
-WORKERS_ENV = "LVM_TICK_WORKERS"
 
-_state: dict[str, Any] = {}
+@dataclass(frozen=True)
+class OperatorOptions:
+    """What ``lvm-rollout operator`` was asked for, handed to the handlers in Kopf's memo."""
 
-
-def _api_client() -> Any:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config()
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    peering_lifetime: int | None = None  # seconds a silent peer counts as alive (Kopf's: 60)
+    metrics_port: int | None = None  # the operator's /metrics; None: off
+    tick_workers: int = 16  # threads that run ticks (all rollouts share them)
 
 
-def reconciler() -> Reconciler:
-    r = _state.get("reconciler")
-    if r is None:
-        r = _state["reconciler"] = Reconciler(KubeAccess(_api_client()), analysis=AnalysisCache())
-    return r
+@dataclass
+class Runtime:
+    """What this process keeps between ticks: caches and wake-ups, never rollout state."""
+
+    options: OperatorOptions
+    reconciler: Reconciler
+    executor: ThreadPoolExecutor
+    wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def waker(self, namespace: str, name: str) -> asyncio.Event:
+        return self.wakers.setdefault((namespace, name), asyncio.Event())
+
+    async def tick(self, namespace: str, name: str) -> float | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.reconciler.tick, namespace, name)
 
 
-def _executor() -> ThreadPoolExecutor:
-    ex = _state.get("executor")
-    if ex is None:
-        workers = int(os.environ.get(WORKERS_ENV, "16"))
-        ex = _state["executor"] = ThreadPoolExecutor(workers, thread_name_prefix="lvm-tick")
-    return ex
-
-
-def _waker(namespace: str, name: str) -> asyncio.Event:
-    wakers: dict[tuple[str, str], asyncio.Event] = _state.setdefault("wakers", {})
-    return wakers.setdefault((namespace, name), asyncio.Event())
-
-
-async def _tick(namespace: str, name: str) -> float | None:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), reconciler().tick, namespace, name)
+def _runtime(memo: kopf.Memo) -> Runtime:
+    """The process's runtime, made at start-up (Kopf copies the operator's memo, shallowly,
+    into every rollout's, so all handlers share this one object)."""
+    runtime = memo.get("runtime")
+    if runtime is None:
+        options = memo.get("options") or OperatorOptions()
+        runtime = memo["runtime"] = Runtime(
+            options, Reconciler(KubeAccess(api_client()), analysis=AnalysisCache()),
+            ThreadPoolExecutor(options.tick_workers, thread_name_prefix="lvm-tick"))
+    return runtime
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own handler bookkeeping goes to annotations under our group: the CRD's structural
     # schema would prune a status.kopf field.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -86,113 +87,76 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our Events are posted by the reconciler with the numbers; Kopf posts only its warnings.
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
-    lifetime = os.environ.get(PEERING_LIFETIME_ENV)
-    if lifetime:
-        settings.peering.lifetime = int(lifetime)
+    runtime = _runtime(memo)
+    options = runtime.options
+    if options.peering_lifetime:
+        settings.peering.lifetime = options.peering_lifetime
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 70
     settings.networking.request_timeout = 30
-    port = os.environ.get(METRICS_PORT_ENV)
-    if port:
-        serve_metrics(int(port))
-        log.info("operator metrics on :%s/metrics", port)
-    r = reconciler()
+    if options.metrics_port:
+        serve_metrics(options.metrics_port)
+        log.info("operator metrics on :%s/metrics", options.metrics_port)
     if not settings.peering.standalone:
-        ensure_peering_object(r.kube.api_client, settings.peering.name,
-                              None if settings.peering.clusterwide else _state.get("namespaces"))
+        ensure_peering_object(runtime.reconciler.kube.api_client, settings.peering.name,
+                              None if settings.peering.clusterwide else list(options.namespaces))
     log.info("lvm-rollout operator started (peering %r, lifetime %ss)", settings.peering.name,
              settings.peering.lifetime)
 
 
-def ensure_peering_object(api_client: Any, name: str, namespaces: list[str] | None) -> None:
-    """Create the (Cluster)KopfPeering object Kopf keeps alive, unless it exists.
-
-    Kopf only patches it; without it peering silently does nothing. Lacking the CRDs or the
-    permission is logged, not fatal (``kubectl apply -f crds/kopf-peering.yaml``).
-    """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CustomObjectsApi(api_client)
-    targets = [None] if namespaces is None else list(namespaces)
-    for ns in targets:
-        kind = "ClusterKopfPeering" if ns is None else "KopfPeering"
-        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
-        # Look before creating: the Helm chart creates the object and grants get/patch on that
-        # one name but no create (create cannot be limited to a name), so a blind create would
-        # log a 403 on every start.
-        try:
-            if ns is None:
-                api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
-            else:
-                api.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name)
-            continue
-        except ApiException as e:
-            if e.status != 404:
-                log.warning("cannot read %s %s (HTTP %s): peering needs it; apply "
-                            "crds/kopf-peering.yaml", kind, name, e.status)
-                continue
-        try:
-            if ns is None:
-                api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-            else:
-                api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body)
-            log.info("created %s %s", kind, name)
-        except ApiException as e:
-            if e.status != 409:
-                log.warning("cannot create %s %s (HTTP %s): peering needs it; apply "
-                            "crds/kopf-peering.yaml", kind, name, e.status)
-
-
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    ex = _state.pop("executor", None)
-    if ex is not None:
-        ex.shutdown(wait=False, cancel_futures=True)
-    r = _state.get("reconciler")
-    if r is not None:
-        r.shutdown()  # running evaluations end with the operator
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if runtime is not None:
+        runtime.executor.shutdown(wait=False, cancel_futures=True)
+        runtime.reconciler.shutdown()  # running evaluations end with the operator
 
 
 @kopf.on.probe(id="rollouts")
-def probe_rollouts(**_: Any) -> int:
-    return len(_state.get("wakers", {}))
+def probe_rollouts(memo: kopf.Memo, **_: Any) -> int:
+    runtime = memo.get("runtime")
+    return len(runtime.wakers) if runtime is not None else 0
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def validate_and_wake(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def validate_and_wake(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+                            **_: Any) -> None:
     """Validate at once (invalid → Failed + Event, nothing applied) and wake the daemon.
 
     Update also fires on annotation changes, so a manual command is acted on within a tick.
     """
+    runtime = _runtime(memo)
     try:
         parse_rollout({k: v for k, v in body.items() if k != "status"})
     except InvalidRolloutError:
-        await _tick(namespace, name)  # writes phase Failed and the InvalidSpec Event
-    _waker(namespace, name).set()
+        await runtime.tick(namespace, name)  # writes phase Failed and the InvalidSpec Event
+    runtime.waker(namespace, name).set()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(namespace: str, name: str, **_: Any) -> None:
+def forget(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Best effort, no finalizer: a deleted rollout's daemon stops; the Serve app stays (a
     rollout never removes the traffic it serves; delete the app with the backend if wanted)."""
-    _state.get("wakers", {}).pop((namespace, name), None)
+    runtime = memo.get("runtime")
+    if runtime is not None:
+        runtime.wakers.pop((namespace, name), None)
     METRICS.forget(f"{namespace}/{name}")
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
 async def rollout_daemon(namespace: str, name: str, stopped: kopf.DaemonStopped,
-                         **_: Any) -> None:
+                         memo: kopf.Memo, **_: Any) -> None:
     """Tick, then sleep until the next decision is due or something wakes us; exit on stop."""
-    wake = _waker(namespace, name)
+    runtime = _runtime(memo)
+    wake = runtime.waker(namespace, name)
     loop = asyncio.get_running_loop()
     failures = 0
     while not stopped:
         wake.clear()
         try:
-            wait = await _tick(namespace, name)
+            wait = await runtime.tick(namespace, name)
             failures = 0
         except Exception:  # never let one bad tick end the rollout's loop
             failures += 1
@@ -217,7 +181,8 @@ async def rollout_daemon(namespace: str, name: str, stopped: kopf.DaemonStopped,
 
 def run(*, namespaces: list[str] | None = None, peering: str | None = "lvm-rollout",
         priority: int = 0, liveness_port: int | None = 8080, metrics_port: int | None = None,
-        dev: bool = False, peering_lifetime: int | None = None) -> None:
+        dev: bool = False, peering_lifetime: int | None = None, tick_workers: int = 16
+        ) -> None:
     """Run the operator in this process until SIGINT/SIGTERM (what ``lvm-rollout operator``
     calls). ``peering=None`` runs standalone; ``dev`` logs verbosely."""
     logging.basicConfig(
@@ -227,11 +192,9 @@ def run(*, namespaces: list[str] | None = None, peering: str | None = "lvm-rollo
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if metrics_port is not None:
-        os.environ[METRICS_PORT_ENV] = str(metrics_port)
-    if peering_lifetime is not None:
-        os.environ[PEERING_LIFETIME_ENV] = str(peering_lifetime)
-    _state["namespaces"] = list(namespaces or [])
+    options = OperatorOptions(namespaces=tuple(namespaces or ()),
+                              peering_lifetime=peering_lifetime, metrics_port=metrics_port,
+                              tick_workers=tick_workers)
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     kopf.run(
         clusterwide=not namespaces,
@@ -240,4 +203,5 @@ def run(*, namespaces: list[str] | None = None, peering: str | None = "lvm-rollo
         peering_name=peering,
         priority=priority,
         liveness_endpoint=liveness,
+        memo=kopf.Memo(options=options),
     )

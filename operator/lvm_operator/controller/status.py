@@ -16,6 +16,9 @@ rollout is moving), ``Degraded`` (rolled back, or the serve backend / analysis i
 ``NoData`` (the no-data deadline passed); with ``spec.evaluation``: ``GatePassed`` (the
 candidate passed the pre-rollout evaluation) and ``Drifted`` (the champion's eval-set numbers
 moved beyond the limit); always: ``LanesDegraded`` (a lane is far below its version's overall).
+
+Why one module of some 400 lines: the status, its conditions and its Events are three views of
+the same diff; kept together, a new field cannot gain a condition without its Event.
 """
 
 from __future__ import annotations
@@ -42,11 +45,18 @@ from ..api import (
     Measurement,
     Serving,
 )
-from ..api import Phase as ApiPhase
-from ..api import Verdict as ApiVerdict
 from ..api.status import MAX_HISTORY, MAX_MEASUREMENTS
-from ..decision import Action, Check, CheckOutcome, Decision, MetricResult, Plan, RolloutState
-from ..decision import Phase as CorePhase
+from ..decision import (
+    Action,
+    Check,
+    CheckOutcome,
+    Decision,
+    MetricResult,
+    Phase,
+    Plan,
+    RolloutState,
+    Verdict,
+)
 from ..decision.fmt import fraction as _pct
 from .adapter import state_to_status, to_rfc3339
 
@@ -133,7 +143,7 @@ def measurement(r: MetricResult) -> Measurement:
         value=None if value is None else value * factor,
         threshold=None if _finite(limit) is None else float(limit) * factor,
         samples=round(r.samples) if math.isfinite(r.samples) else None,
-        verdict=ApiVerdict(r.verdict.value),
+        verdict=r.verdict,
     )
 
 
@@ -152,7 +162,7 @@ def last_analysis(outcomes: list[CheckOutcome], now: float) -> LastAnalysis | No
     return LastAnalysis(
         time=to_rfc3339(now),
         check="+".join(checks[o.check] for o in outcomes),
-        verdict=ApiVerdict(worst.verdict.value),
+        verdict=worst.verdict,
         reason=_text("; ".join(f"{checks[o.check]}: {o.summary}" for o in outcomes)),
         measurements=rows or None,
     )
@@ -172,8 +182,8 @@ def _condition(prev: Mapping[str, Condition], type_: str, ok: bool, reason: str,
     )
 
 
-def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
-                   verdict: ApiVerdict | None, message: str) -> list[Condition]:
+def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
+                   verdict: Verdict | None, message: str) -> list[Condition]:
     old = {c.type: c for c in prev or []}
     now, gen = t.now, t.generation
     out = []
@@ -186,10 +196,10 @@ def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
         out.append(_condition(old, READY, True, "ServeConfigApplied",
                               f"the Serve config for {phase.value} (candidate {weight}%) is "
                               "applied", now, gen))
-    moving = phase in (ApiPhase.PENDING, ApiPhase.PROGRESSING)
+    moving = phase in (Phase.PENDING, Phase.PROGRESSING)
     reason = "RolloutProgressing" if moving else phase.value
     gate = t.evaluation.gate if t.evaluation is not None else None
-    if phase is ApiPhase.PENDING and gate is not None and gate.verdict in (
+    if phase is Phase.PENDING and gate is not None and gate.verdict in (
             GateVerdict.BLOCKED, GateVerdict.ERROR):
         # Not started, and it will not start by itself: not progressing, and why.
         moving = False
@@ -197,11 +207,11 @@ def conditions_for(prev: list[Condition] | None, phase: ApiPhase, t: TickResult,
     out.append(_condition(old, PROGRESSING, moving, reason, message, now, gen))
     if t.invalid is not None:
         degraded = (True, "InvalidSpec", t.invalid)
-    elif phase is ApiPhase.ROLLED_BACK:
+    elif phase is Phase.ROLLED_BACK:
         degraded = (True, "RolledBack", message)
     elif t.apply_error is not None:
         degraded = (True, "ServeApplyFailed", t.apply_error)
-    elif verdict is ApiVerdict.ERROR:
+    elif verdict is Verdict.ERROR:
         degraded = (True, "AnalysisError", message)
     else:
         degraded = (False, "AsExpected", "")
@@ -331,9 +341,9 @@ def events_for(old: LVMRolloutStatus, new: LVMRolloutStatus, t: TickResult) -> l
     if new_verdict != old_verdict and new.last_analysis is not None and (
         d is None or d.action is Action.HOLD
     ):
-        if new_verdict is ApiVerdict.ERROR:
+        if new_verdict is Verdict.ERROR:
             events.append(Event(WARNING, "AnalysisError", new.last_analysis.reason or ""))
-        elif new_verdict is ApiVerdict.NO_DATA:
+        elif new_verdict is Verdict.NO_DATA:
             events.append(Event(NORMAL, "WaitingForData", new.message or ""))
     old_c = {c.type: c for c in old.conditions or []}
     for c in new.conditions or []:
@@ -349,27 +359,24 @@ def events_for(old: LVMRolloutStatus, new: LVMRolloutStatus, t: TickResult) -> l
 
 # --- the whole status ------------------------------------------------------------------------
 
-_API_PHASE = {p: ApiPhase(p.value) for p in CorePhase}
-
-
 def compute(old: LVMRolloutStatus, t: TickResult) -> StatusUpdate:
     """The new status after tick ``t``, its merge patch against ``old``, and the Events."""
     new = old.model_copy(deep=True)
     new.observed_generation = t.generation
     if t.invalid is not None:
-        new.phase = ApiPhase.FAILED
+        new.phase = Phase.FAILED
         new.message = _text(f"invalid spec: {t.invalid}")
     else:
         assert t.state is not None
         s = t.state
-        new.phase = _API_PHASE[s.phase]
+        new.phase = s.phase
         new.current_step = s.current_step
         new.candidate_weight = s.candidate_weight
         new.consecutive_breaches = s.consecutive_breaches
         new.step_started_at = to_rfc3339(s.step_started_at)
         ends = None
         if (t.plan is not None and s.current_step is not None and s.step_started_at is not None
-                and s.paused_at is None and s.phase is CorePhase.PROGRESSING
+                and s.paused_at is None and s.phase is Phase.PROGRESSING
                 and s.current_step < len(t.plan.steps)):
             ends = s.step_started_at + t.plan.steps[s.current_step].duration_s
         new.next_step_at = to_rfc3339(ends)

@@ -50,9 +50,7 @@ class Phase(StrEnum):
     PENDING = "Pending"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
-    PROMOTING = "Promoting"
     PROMOTED = "Promoted"
-    ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
@@ -62,9 +60,7 @@ class Phase(StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset(
-    {Phase.PROMOTING, Phase.PROMOTED, Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED}
-)
+_FINISHED = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
 
 
 class Action(StrEnum):
