@@ -51,7 +51,8 @@ WINDOW_S = 120.0  # longer than the test: every series' first (zero) sample is i
 
 PLAN = dict(
     champion="v1", candidate="v2", steps=(Step(10, 60.0, shadow=True), Step(100, 60.0)),
-    guardrails=GuardrailPolicy(interval_s=1.0, consecutive_breaches=1, window_s=WINDOW_S,
+    # window_s is the shortest window a check reads; the test hands in its own 120 s windows
+    guardrails=GuardrailPolicy(interval_s=1.0, consecutive_breaches=1, window_s=1.0,
                                min_requests=10),
     quality=QualityPolicy(interval_s=1.0, window_s=WINDOW_S, min_requests=100,
                           lane_min_requests=50),
@@ -253,7 +254,10 @@ def test_breaching_candidate_counters_without_total(loaded):
     assert v2.empty_hit_rate == pytest.approx(0.25, rel=1e-9)
     out = assess_guardrails(plan, g)
     assert out.verdict is Verdict.BREACH
-    assert out.summary == ("candidate error rate 3% > 1%; P95 11.2 ms > 10 ms; "
+    # The P95 breach names the champion it was compared with (same window, real buckets).
+    assert out.summary == ("candidate error rate 3% > 1%; P95 11.2 ms > 10 ms, slower than the "
+                           "champion (P95 0.475 ms in the same window); 100% of its requests "
+                           "were slower than the champion's median (≤ 0.5 ms; champion 0%); "
                            "empty-hit rate 25% > 20%")
     q = loaded.quality(loaded.at_raw).for_rollout("ml/bad")
     assert q.versions["v2"].feedback == pytest.approx(200.0, rel=1e-9)

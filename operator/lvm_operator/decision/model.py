@@ -105,7 +105,10 @@ class GuardrailPolicy:
     evidence, not one blip seen K times. A window with fewer than ``min_requests`` candidate
     requests (or latency samples) is not judged: it is noData and the next check's window
     extends back to the same start, until it holds enough. ``window_s`` is the shortest window
-    a check reads (``increase()`` needs a few scrapes inside it).
+    a check reads (``increase()`` needs a few scrapes inside it). ``increase()`` counts the
+    change between the samples inside a window, so the change between two windows' samples
+    (at most one scrape interval) is in neither: a blip shorter than a scrape may go unseen, and
+    nothing is ever counted twice.
 
     ``latency_vs_champion``: the P95 limits are the seed's, but a candidate is rolled back for
     latency only when it is also slower than the champion in the same window
