@@ -3,7 +3,8 @@
 GitOps tools revert spec edits, so ``kubectl lvm promote|abort|retry|pause|resume|rollback`` never
 touch the spec. The plugin sets two annotations on the LVMRollout:
 
-* ``lvm.rollout.io/command``: ``<verb>`` or ``rollback:<version>``;
+* ``lvm.rollout.io/command``: ``<verb>``, ``rollback:<version>`` or ``rollback:<version>:force``
+  (``kubectl lvm rollback --force``: a version that never served as champion);
 * ``lvm.rollout.io/command-id``: a fresh id, so the same verb given twice is two commands.
 
 The operator acts on a command whose id differs from ``status.lastCommand.id``, records it there
@@ -36,10 +37,11 @@ class Command:
     verb: Verb
     id: str
     target_version: str | None = None  # only for rollback
+    force: bool = False  # rollback to a version that never served as champion (recorded)
 
     def annotation_value(self) -> str:
         if self.verb is Verb.ROLLBACK and self.target_version:
-            return f"{self.verb}:{self.target_version}"
+            return f"{self.verb}:{self.target_version}" + (":force" if self.force else "")
         return str(self.verb)
 
     def annotations(self) -> dict[str, str]:
@@ -61,7 +63,11 @@ def parse_command(annotations: dict[str, str] | None) -> Command | None:
         raise CommandError(
             f"annotation {ANNOTATION_COMMAND}={raw!r} has no {ANNOTATION_COMMAND_ID}"
         )
-    verb_text, _, target = raw.partition(":")
+    verb_text, _, rest = raw.partition(":")
+    target, _, flag = rest.partition(":")
+    if flag not in ("", "force"):
+        raise CommandError(f"annotation {ANNOTATION_COMMAND}={raw!r}: use "
+                           "rollback:<version> or rollback:<version>:force")
     try:
         verb = Verb(verb_text.strip())
     except ValueError:
@@ -73,4 +79,5 @@ def parse_command(annotations: dict[str, str] | None) -> Command | None:
         raise CommandError(f"annotation {ANNOTATION_COMMAND}={raw!r}: use rollback:<version>")
     if verb is not Verb.ROLLBACK and target:
         raise CommandError(f"annotation {ANNOTATION_COMMAND}={raw!r}: {verb} takes no argument")
-    return Command(verb=verb, id=command_id, target_version=target.strip() or None)
+    return Command(verb=verb, id=command_id, target_version=target.strip() or None,
+                   force=flag == "force")

@@ -439,3 +439,32 @@ def test_wait_until_the_next_useful_tick(next_decision, retiring_in, busy, next_
                       else None)
     got = wait_s(p.plan, state, serving, T0, apply_failed=failed, busy=busy, next_at=next_at)
     assert got == pytest.approx(expected)
+
+
+def test_an_out_of_band_change_of_the_live_config_is_put_back():
+    from dataclasses import replace as dc_replace
+
+    from lvm_operator.backends import AppStatus, ObservedApp, ObservedVersion
+
+    r = Rollout()
+    first = r.tick()  # step 1 at 25%, the config applied and its hash recorded
+    assert first.apply is not None and r.status["serving"]["configHash"]
+    p = plan_tick(copy.deepcopy(r.obj), r.t)
+    versions = {v: ObservedVersion(v, 1, 1, status="RUNNING") for v in (CHAMPION, CANDIDATE)}
+    same = ObservedApp(p.application, AppStatus.RUNNING, router=first.apply.router,
+                       versions=versions)
+    assert tick(p, Seen(serving=same)).apply is None  # live = desired: nothing sent
+    # Someone set the candidate's weight to 0 by hand (or a GitOps tool reverted it).
+    edited = dc_replace(same, router=dc_replace(first.apply.router, candidate_weight=0))
+    out = tick(p, Seen(serving=edited))
+    assert out.apply is not None and out.apply.router.candidate_weight == 25
+    (event,) = [e for e in out.events if e.reason == "ServeConfigDrift"]
+    assert event.type == "Warning"
+    assert "candidate_weight 0 instead of 25" in event.message
+    # The whole Ray cluster restarted: nothing of ours is live any more.
+    gone = ObservedApp(p.application, AppStatus.NOT_DEPLOYED)
+    out = tick(p, Seen(serving=gone))
+    assert out.apply is not None
+    assert any("none of its applications is deployed" in e.message for e in out.events)
+    # A backend that cannot tell changes nothing.
+    assert tick(p, Seen(serving=ObservedApp(p.application, AppStatus.UNKNOWN))).apply is None

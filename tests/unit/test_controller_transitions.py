@@ -59,13 +59,16 @@ OLD = HistoryEntry(version="phase0", checkpoint="file:///c/phase0.safetensors", 
                    reason="replaced")
 NO_STATUS = LVMRolloutStatus()
 WITH_PHASE0 = LVMRolloutStatus(history=[OLD])
+WITH_ABORTED_PHASE0 = LVMRolloutStatus(history=[OLD.model_copy(update={
+    "outcome": Outcome.ABORTED})])
 GATE_BLOCKED = LVMRolloutStatus(evaluation=EvaluationStatus(gate=GateStatus(
     verdict="blocked", reason="candidate Hit@5 0.410 < minimum 0.660", candidate=CANDIDATE)))
 
 
 def cmd(value: str) -> Command:
-    verb, _, target = value.partition(":")
-    return Command(Verb(verb), "c1", target or None)
+    verb, _, rest = value.partition(":")
+    target, _, flag = rest.partition(":")
+    return Command(Verb(verb), "c1", target or None, force=flag == "force")
 
 
 @pytest.mark.parametrize(("command", "state", "serving", "old", "accepted", "message", "phase"), [
@@ -112,6 +115,14 @@ def cmd(value: str) -> Command:
      f"version 'phase9' is not in history; known: phase0, {CHAMPION}", Phase.PROGRESSING),
     (f"rollback:{CHAMPION}", ROLLED_BACK, ROLLING, NO_STATUS, False,
      f"{CHAMPION} is already serving all traffic", Phase.ROLLED_BACK),
+    # issue #15: the just-aborted candidate is no rollback target (it would get 100%)...
+    ("rollback:phase0", AT_STEP_2, ROLLING, WITH_ABORTED_PHASE0, False,
+     "version 'phase0' never served as champion (a rolled-back or aborted candidate); "
+     f"champions: {CHAMPION}; kubectl lvm rollback --force sends it anyway", Phase.PROGRESSING),
+    # ...unless forced, and the record says so
+    ("rollback:phase0:force", AT_STEP_2, ROLLING, WITH_ABORTED_PHASE0, True,
+     "rolled back by command to phase0: it serves all traffic (forced: it never served as "
+     "champion)", Phase.ROLLED_BACK),
 ])
 def test_commands(command, state, serving, old, accepted, message, phase):
     effect = apply_command(cmd(command), SPEC, state, serving, old, NOW)
@@ -255,3 +266,22 @@ def test_start_for_spec(spec, state, serving, restarted, history, who):
 def test_no_serving_record_yet_serves_the_spec():
     start = start_for_spec(SPEC, PENDING, None, NOW)
     assert (start.serving.champion, start.serving.candidate) == (CHAMPION, CANDIDATE)
+
+
+@pytest.mark.parametrize(("value", "target", "force", "error"), [
+    ("rollback:phase0", "phase0", False, None),
+    ("rollback:phase0:force", "phase0", True, None),
+    ("rollback:phase0:yes", None, None, "use rollback:<version> or rollback:<version>:force"),
+    ("pause:force", None, None, "pause takes no argument"),
+])
+def test_rollback_force_travels_in_the_annotation(value, target, force, error):
+    from lvm_operator.commands import CommandError, parse_command
+
+    annotations = {ANNOTATION_COMMAND: value, ANNOTATION_COMMAND_ID: "c9"}
+    if error is not None:
+        with pytest.raises(CommandError, match=error):
+            parse_command(annotations)
+        return
+    c = parse_command(annotations)
+    assert (c.target_version, c.force) == (target, force)
+    assert c.annotation_value() == value  # what the plugin writes is what the operator reads

@@ -351,3 +351,26 @@ def test_impossible_champion_numbers_are_errors_too():
 def test_impossible_lane_numbers_are_errors():
     out = assess_quality(plan(), window({"lanes": {"3": LaneMetrics(100.0, -5.0, 0.5)}}, {}))
     assert out.verdict is E and "lane 3" in out.summary
+
+
+def test_many_failing_lanes_make_one_bounded_clause():
+    # Issue #15: with 15 or more failed lanes the reason exceeded the status' 1024 characters,
+    # the status write failed after traffic moved, and no RolledBack was ever recorded.
+    failing = {f"l{i}": 0.0 for i in range(16)}  # every lane fails completely
+    out = assess_quality(plan(), window({"lanes": lanes(**failing)},
+                                        {"lanes": lanes(**{f"l{i}": 0.66 for i in range(16)})}))
+    assert out.verdict is B
+    assert "16 lanes breach (lanes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); worst: "\
+        "candidate lane 0 fails completely: Hit@5 proxy 0% over 500 feedback events" \
+        in out.summary
+    assert len(out.summary) < 400
+
+
+def test_a_long_reason_still_fits_the_status():
+    from lvm_operator.api import DecisionState
+    from lvm_operator.controller.adapter import state_to_status
+    from lvm_operator.decision import RolloutState
+
+    ds = state_to_status(RolloutState(last_guardrail_reason="x" * 5000))
+    assert isinstance(ds, DecisionState) and len(ds.last_guardrail_reason) == 1024
+    assert ds.last_guardrail_reason.endswith("...")

@@ -55,22 +55,34 @@ def rollout_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def _model_identity(mv: ModelVersion) -> dict[str, Any]:
+    return {k: v for k, v in mv.to_k8s().items() if k != "replicas"}  # scaling only
+
+
+def _digest(essence: dict[str, Any]) -> str:
+    text = json.dumps(essence, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity(spec: LVMRolloutSpec) -> str:
+    """A stable hash of *what is rolled out*: the champion and the candidate, without replica
+    bounds. A finished rollout starts again only when this changes (a Git edit of the steps,
+    thresholds or intervals of a promoted rollout must not un-promote it)."""
+    return _digest({"champion": _model_identity(spec.champion),
+                    "candidate": _model_identity(spec.candidate)})
+
+
 def fingerprint(spec: LVMRolloutSpec) -> str:
     """A stable hash of what defines the experiment: champion, candidate and steps.
 
     A change of any of these mid-rollout restarts at step 1; threshold, interval or replica
     bound changes do not (they apply from the next check or apply on).
     """
-    def model(mv: ModelVersion) -> dict[str, Any]:
-        return {k: v for k, v in mv.to_k8s().items() if k != "replicas"}  # scaling only
-
-    essence = {
-        "champion": model(spec.champion),
-        "candidate": model(spec.candidate),
+    return _digest({
+        "champion": _model_identity(spec.champion),
+        "candidate": _model_identity(spec.candidate),
         "steps": [s.to_k8s() for s in spec.steps],
-    }
-    text = json.dumps(essence, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    })
 
 
 #: A lane's Hit@5 proxy is a proportion; from fewer feedback events than this it is noise
@@ -124,6 +136,7 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
         max_hold_s=a.on_no_data.max_hold_seconds,
         paused=spec.paused or paused,
         fingerprint=fingerprint(spec),
+        identity=identity(spec),
         gate_required=spec.evaluation is not None and spec.evaluation.gate.enabled,
     )
 
@@ -142,10 +155,22 @@ def state_from_status(ds: DecisionState | None) -> RolloutState:
     return RolloutState.from_dict(data)
 
 
+#: The status schema's longest string (the CRD's maxLength for reasons and messages).
+MAX_STATUS_TEXT = 1024
+
+
+def bounded(text: str, limit: int = MAX_STATUS_TEXT) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: a status write must never fail
+    on a long reason (it would leave traffic moved and the status unwritten)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def state_to_status(state: RolloutState) -> DecisionState:
-    return DecisionState.model_validate(
-        {k: v for k, v in state.to_dict().items() if v is not None}
-    )
+    data = {k: v for k, v in state.to_dict().items() if v is not None}
+    for name in ("last_guardrail_reason", "last_quality_reason"):
+        if isinstance(data.get(name), str):
+            data[name] = bounded(data[name])
+    return DecisionState.model_validate(data)
 
 
 def to_rfc3339(t: float | None) -> datetime | None:

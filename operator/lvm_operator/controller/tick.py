@@ -39,7 +39,7 @@ from ..api import (
     parse_rollout,
     parse_status,
 )
-from ..backends.protocol import ObservedApp
+from ..backends.protocol import AppStatus, ObservedApp
 from ..decision import (
     Check,
     Decision,
@@ -263,6 +263,14 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     apply_error = None
     to_apply = None
     held_back = None
+    drift = live_drift(app, seen.serving)
+    if drift is not None and digest == serving.config_hash:
+        # Someone (a person, a GitOps tool, a restarted Ray cluster) changed what is live:
+        # put the desired config back, and say what was changed.
+        events.append(Event("Warning", "ServeConfigDrift", f"the live Serve config of "
+                            f"{app.application} was changed outside the operator ({drift}); "
+                            "re-applying the desired one"))
+        serving = serving.model_copy(update={"config_hash": None})
     if digest != serving.config_hash:
         to_apply = app
         if seen.serving is not None:
@@ -295,6 +303,24 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         decision=decision, observed=seen.serving, result=result, digest=digest,
         busy=evaluation.busy, next_at=next_at, held_back=held_back is not None,
     )
+
+
+def live_drift(app: AppSpec, observed: ObservedApp | None) -> str | None:
+    """What differs between the desired ``app`` and what the backend reports live, in one
+    bounded line, or None (also when the backend cannot tell: ``observed`` None or UNKNOWN)."""
+    if observed is None or observed.status is AppStatus.UNKNOWN:
+        return None
+    if observed.status is AppStatus.NOT_DEPLOYED:
+        return "none of its applications is deployed"
+    if observed.router is None:
+        return "the router's config is missing"
+    want, live = app.router.to_dict(), observed.router.to_dict()
+    changed = [f"{k} {live.get(k)!r} instead of {v!r}" for k, v in want.items()
+               if live.get(k) != v]
+    missing = sorted(set(app.version_names()) - set(observed.versions))
+    if missing:
+        changed.append(f"version application(s) missing: {', '.join(missing)}")
+    return "; ".join(changed)[:300] or None
 
 
 def running_versions(observed: ObservedApp) -> set[str]:

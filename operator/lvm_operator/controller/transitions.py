@@ -142,6 +142,8 @@ def start_for_spec(spec: LVMRolloutSpec, state: RolloutState, serving: Serving |
     history: list[HistoryEntry] = []
     who = {"champion": spec.champion.version, "candidate": spec.candidate.version}
     if state.fingerprint and state.fingerprint != fp and state.phase.finished:
+        if state.identity and state.identity == adapter.identity(spec):
+            return Start(state, serving, history)  # same models, new plan: stays finished
         state = RolloutState()
         serving = serving.model_copy(update=who)
     elif state.fingerprint and state.fingerprint != fp:
@@ -287,24 +289,39 @@ def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, servi
                                         "candidate": spec.candidate.version})
         return done(True, text, RolloutState(fingerprint=adapter.fingerprint(spec)), sv,
                     message=text)
-    return rollback_to(cmd.target_version or "", spec, state, serving, old, now, done, history)
+    return rollback_to(cmd.target_version or "", spec, state, serving, old, now, done, history,
+                       force=cmd.force)
+
+
+#: History outcomes of a version that served as champion: a rollback target without --force.
+SERVED_AS_CHAMPION = (Outcome.PROMOTED, Outcome.SUPERSEDED)
 
 
 def rollback_to(target: str, spec: LVMRolloutSpec, state: RolloutState, serving: Serving,
                 old: LVMRolloutStatus, now: float, done: Callable[..., CommandEffect],
-                history: list[HistoryEntry]) -> CommandEffect:
-    """``rollback --to <version>``: a version from history (or the spec's champion) takes all
-    traffic; the candidate (running) or the replaced champion (finished) is recorded.
-    ``done`` records the command's result (see :func:`apply_command`)."""
+                history: list[HistoryEntry], *, force: bool = False) -> CommandEffect:
+    """``rollback --to <version>``: a version that served as champion (the spec's champion, or
+    promoted/superseded in history) takes all traffic; the candidate (running) or the replaced
+    champion (finished) is recorded. A version that never served as champion (a rolled-back or
+    aborted candidate) only with ``force``, which the message records. ``done`` records the
+    command's result (see :func:`apply_command`)."""
     known = {h.version for h in old.history or []} | {spec.champion.version}
     if target not in known:
         return done(False, f"version {target!r} is not in history; known: "
                            f"{', '.join(sorted(known))}")
+    champions = {h.version for h in old.history or [] if h.outcome in SERVED_AS_CHAMPION} | {
+        spec.champion.version}
+    forced = target not in champions
+    if forced and not force:
+        return done(False, f"version {target!r} never served as champion (a rolled-back or "
+                           f"aborted candidate); champions: {', '.join(sorted(champions))}; "
+                           "kubectl lvm rollback --force sends it anyway")
     running = not state.phase.finished
     current = serving.champion or spec.champion.version
     if target == current and not running:
         return done(False, f"{target} is already serving all traffic")
-    text = f"rolled back by command to {target}: it serves all traffic"
+    text = f"rolled back by command to {target}: it serves all traffic" + (
+        " (forced: it never served as champion)" if forced else "")
     if running:
         history.extend(_present(entry(spec, spec.candidate.version, Outcome.ROLLED_BACK, now,
                                       text, old.history)))

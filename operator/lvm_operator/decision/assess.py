@@ -28,6 +28,9 @@ from .model import (
 REL_TOL = 1e-9
 ABS_TOL = 1e-12
 
+#: Lanes named one by one in a summary; more become "N lanes breach (lanes ...); worst: ...".
+MAX_LANES_NAMED = 3
+
 # Worst first: a breach seen in one metric outweighs another metric's missing data.
 _PRECEDENCE = (Verdict.BREACH, Verdict.ERROR, Verdict.NO_DATA, Verdict.INCONCLUSIVE, Verdict.PASS)
 
@@ -151,6 +154,12 @@ def _outcome(check: Check, results: list[MetricResult], nothing: str) -> CheckOu
             f"{len(lanes)} lane{'s' if len(lanes) > 1 else ''} compared ({worst.success}; worst: "
             f"lane {worst.lane} {how} the champion's)"
         )
+    elif len(lanes) > MAX_LANES_NAMED:
+        # 15 failing lanes would overflow status (1024 characters): one clause, the worst named.
+        worst = max(lanes, key=lambda r: r.value if r.value is not None else math.inf)
+        names = ", ".join(str(r.lane) for r in lanes)
+        chosen.append(f"{len(lanes)} lanes {verdict.value} (lanes {names}); worst: "
+                      f"{worst.detail}")
     else:
         chosen += [r.detail for r in lanes]
     # "candidate P95 2 ms < 5 ms, error rate 0% < 0.1%": name the version once.

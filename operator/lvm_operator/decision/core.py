@@ -202,7 +202,7 @@ def _start(plan: Plan, state: RolloutState, now: float,
     state = replace(
         _enter_step(plan, state, 0, now),
         last_guardrail_at=now, last_quality_at=now, consecutive_breaches=0,
-        attempt_started_at=now,
+        attempt_started_at=now, identity=plan.identity,
     )
     action = Action.RESTART if previous is not None else Action.ADVANCE
     verb = "restarted at" if previous is not None else "started"
@@ -279,10 +279,15 @@ def decide(plan: Plan, state: RolloutState, observations: Observations, now: flo
     if state.fingerprint != plan.fingerprint:
         if state.current_step is None and not state.phase.finished:
             state = replace(state, fingerprint=plan.fingerprint)  # first sight: adopt it
+        elif state.phase.finished and plan.identity and state.identity == plan.identity:
+            # Same champion and candidate, another plan (a Git edit of the steps, thresholds,
+            # intervals): a finished rollout stays finished.
+            state = replace(state, fingerprint=plan.fingerprint)
         else:
             previous = state
             state = RolloutState(fingerprint=plan.fingerprint)
-    if state.current_step is not None and state.current_step >= len(plan.steps):
+    if (state.current_step is not None and state.current_step >= len(plan.steps)
+            and not state.phase.finished):
         # Only reachable when the operator's fingerprint missed a change to the steps.
         previous, state = state, RolloutState(fingerprint=plan.fingerprint)
 

@@ -239,6 +239,9 @@ class Plan:
     paused: bool = False
     fingerprint: str = ""
     gate_required: bool = False  # the pre-rollout gate must pass before step 1
+    # What is rolled out (champion and candidate, not the plan): a finished rollout restarts
+    # only when this changes; "" (unknown) keeps the fingerprint rule
+    identity: str = ""
 
     def __post_init__(self) -> None:
         _require(bool(self.champion), "champion", self.champion, "a version name")
@@ -382,6 +385,7 @@ class RolloutState:
     no_data_since: float | None = None  # start of the current run of noData/error verdicts
     no_data_raised: bool = False  # the NoData condition is up (raised once per run)
     guardrail_since: float | None = None  # start of the next guardrail window (last judged)
+    identity: str = ""  # Plan.identity when this attempt started
     attempt_started_at: float | None = None  # step 1 of this attempt: evidence starts here
 
     def to_dict(self) -> dict[str, Any]:

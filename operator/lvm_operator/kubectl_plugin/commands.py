@@ -214,7 +214,8 @@ def _send_command(verb: Verb, name: str, namespace: str | None, context: str | N
         err.print(f"[yellow]warning:[/] replacing the pending command "
                   f"{pending.annotation_value()!r} (id {pending.id}), which the operator has "
                   "not consumed yet")
-    command = Command(verb=verb, id=new_command_id(), target_version=target)
+    command = Command(verb=verb, id=new_command_id(), target_version=target,
+                      force=force and verb is Verb.ROLLBACK)
     cluster.annotate(name, ns, command.annotations())
     console.print(f"{PLURAL}.{GROUP}/{name} in namespace {ns}: [bold]{command.annotation_value()}"
                   f"[/] requested (command id {command.id})")
@@ -263,7 +264,8 @@ def rollback_cmd(
     to: Annotated[str, typer.Option("--to", help="The version (from status.history) to serve.")],
     namespace: Namespace = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Send even if the version is not in status.history.")] = False,
+        "--force", help="Send even if the version is not in status.history, or never served "
+        "as champion (a rolled-back candidate); the operator records that it was forced.")] = False,
     wait: Wait = False,
     timeout: Timeout = 60.0,
     context: Context = None,
