@@ -166,7 +166,8 @@ def test_rollback_needs_a_version_from_history(env, api, rollout):
     proc = kubectl(env, "lvm", "rollback", name, "--to", "nowhere", "--force", "-n", ns)
     assert "replacing the pending command 'rollback:phase0-legacy'" in proc.stderr
     annotations = get(api, ns)["metadata"]["annotations"]
-    assert annotations[ANNOTATION_COMMAND] == "rollback:nowhere"
+    # --force travels to the operator, which records that the rollback was forced
+    assert annotations[ANNOTATION_COMMAND] == "rollback:nowhere:force"
     assert annotations[ANNOTATION_COMMAND_ID] != first_id
 
 
