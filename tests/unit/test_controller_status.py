@@ -205,3 +205,18 @@ def test_lane_events_and_condition():
     u4 = compute(u3.status, tick(p, d, T0 + 4, lane_health=_lanes()))
     assert _lane_events(u4) == [("Normal", "LanesHealthy")]
     assert conditions(u4.status)["LanesDegraded"].status.value == "False"
+
+
+def test_a_failed_tick_is_a_condition_and_an_event_without_the_error_text():
+    from lvm_operator.api import LVMRolloutStatus
+    from lvm_operator.controller.status import tick_failed
+
+    old = LVMRolloutStatus(phase="Progressing")
+    update = tick_failed(old, "OverflowError", 1_700_000_000.0, 3)
+    (degraded,) = [c for c in update.status.conditions if c.type == "Degraded"]
+    assert (degraded.status.value, degraded.reason, degraded.observed_generation) == (
+        "True", "TickFailed", 3)
+    assert "OverflowError" in degraded.message and "see its log" in degraded.message
+    (event,) = update.events
+    assert (event.type, event.reason) == ("Warning", "TickFailed")
+    assert update.patch == {"conditions": [c.to_k8s() for c in update.status.conditions]}

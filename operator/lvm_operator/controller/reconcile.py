@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..api import LVMRolloutSpec
+from ..api import InvalidRolloutError, LVMRolloutSpec, LVMRolloutStatus, parse_status
 from ..backends.factory import BackendFactory, default_backend_factory, factory_hook
 from ..backends.protocol import ObservedApp, ServeBackend
 from ..decision import Check, Observations, WindowObservation
@@ -41,7 +41,7 @@ from ..metrics import METRICS
 from . import adapter
 from .kube import KubeAccess
 from .measurements import AnalysisCache
-from .status import WARNING, Event
+from .status import WARNING, Event, tick_failed
 from .tick import ApplyReport, Seen, TickOutcome, TickPlan, plan_tick, settle, tick
 
 log = logging.getLogger("lvm_operator.controller")
@@ -62,6 +62,7 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._backends: dict[tuple[str, str, str], ServeBackend] = {}
         self._guard = threading.Lock()
+        self._failing: set[tuple[str, str]] = set()  # rollouts whose last tick raised
 
     @property
     def evaluator(self) -> EvaluationRunner:
@@ -90,20 +91,50 @@ class Reconciler:
             return self._backends[key]
 
     def tick(self, namespace: str, name: str) -> float | None:
-        """Reconcile once; seconds until the next tick is useful, None if the CR is gone."""
+        """Reconcile once; seconds until the next tick is useful, None if the CR is gone.
+
+        A tick that raises is reported once per run of failures (``Degraded=True``,
+        ``TickFailed``, a Warning Event) and re-raised for the caller's back-off."""
         with self.lock(namespace, name):
             obj = self.kube.get(namespace, name)
             if obj is None:
                 return None
-            p = self.read(obj)
-            observations, lane = self.measure(p)
-            outcome = tick(p, Seen(observations, lane, self.evaluate(p), self.observe_serving(p)))
-            if outcome.decision is not None:
-                METRICS.record_decision(outcome.decision.action.value)
-            outcome = self.apply(p, outcome)
-            self.write_status(p, outcome)
-            self.emit(obj, outcome.events)
-            return outcome.wait_s
+            try:
+                wait = self._tick(obj)
+            except Exception as e:
+                self._report_failure(obj, e)
+                raise
+            self._failing.discard((namespace, name))
+            return wait
+
+    def _report_failure(self, obj: dict, error: Exception) -> None:
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace"), meta.get("name"))
+        if key in self._failing:
+            return
+        self._failing.add(key)
+        try:
+            old = parse_status(obj.get("status"))
+        except InvalidRolloutError:
+            old = LVMRolloutStatus()
+        update = tick_failed(old, type(error).__name__, self.clock(), meta.get("generation"))
+        try:
+            if update.patch is not None:
+                self.kube.patch_status(key[0], key[1], update.patch)
+        except Exception as e:  # the apiserver may be what fails; the log still says it
+            log.warning("%s/%s: could not record the failed tick: %s", key[0], key[1], e)
+        self.emit(obj, update.events)
+
+    def _tick(self, obj: dict) -> float:
+        p = self.read(obj)
+        observations, lane = self.measure(p)
+        outcome = tick(p, Seen(observations, lane, self.evaluate(p), self.observe_serving(p)))
+        if outcome.decision is not None:
+            METRICS.record_decision(outcome.decision.action.value)
+        outcome = self.apply(p, outcome)
+        self.write_status(p, outcome)
+        self.emit(obj, outcome.events)
+        return outcome.wait_s
 
     # --- the steps, in order ---------------------------------------------------------------
 

@@ -430,3 +430,19 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
         if key not in new:
             patch[key] = None
     return patch or None
+
+
+def tick_failed(old: LVMRolloutStatus, error_type: str, now: float,
+                generation: int | None) -> StatusUpdate:
+    """The status and Event for a tick that raised: ``Degraded=True`` (``TickFailed``) with the
+    exception's type, never its text (it may quote another service's response), so a tick that
+    keeps failing is visible in ``kubectl get``/``describe`` instead of only in the log. The next
+    successful tick recomputes the conditions and clears it."""
+    message = (f"a reconcile tick failed ({error_type[:100]}); the operator retries with "
+               "back-off: see its log")
+    prev = {c.type: c for c in old.conditions or []}
+    degraded = _condition(prev, DEGRADED, True, "TickFailed", message, now, generation)
+    conditions = [c for c in old.conditions or [] if c.type != DEGRADED] + [degraded]
+    new = old.model_copy(update={"conditions": conditions})
+    patch = merge_patch(old.to_k8s(), new.to_k8s())
+    return StatusUpdate(new, patch, [Event(WARNING, "TickFailed", message)])
