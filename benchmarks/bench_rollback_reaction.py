@@ -28,8 +28,8 @@ from lvm_operator.demo import (
     CRDS,
     DemoOptions,
     LoadThread,
-    _kubectl,
     artifacts,
+    kubectl,
     rollout_manifest,
     start_operator,
     wait_for_router,
@@ -68,8 +68,8 @@ def main() -> int:
     reactions: list[float] = []
     try:
         for crd in CRDS:
-            _kubectl(stack, "apply", "--server-side", "-f", str(crd))
-        _kubectl(stack, "wait", "--for=condition=Established", "--all", "crd", "--timeout=60s")
+            kubectl(stack, "apply", "--server-side", "-f", str(crd))
+        kubectl(stack, "wait", "--for=condition=Established", "--all", "crd", "--timeout=60s")
         serve_port = free_ports(1)[0]
         start_operator(stack, serve_port)
         reader = PrometheusReader(stack.prometheus.url)
@@ -81,7 +81,7 @@ def main() -> int:
             manifest["metadata"]["name"] = name
             manifest["spec"]["serve"]["application"] = app
             manifest["spec"]["analysis"]["guardrails"]["consecutiveBreaches"] = 2
-            _kubectl(stack, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+            kubectl(stack, "apply", "-f", "-", input=yaml.safe_dump(manifest))
             router = f"http://127.0.0.1:{serve_port}/{app}"
             wait_for_router(router, stack.run_dir / "logs" / "operator.log")
             if load is not None:

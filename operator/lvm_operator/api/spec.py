@@ -5,6 +5,10 @@ Every constraint here is enforced twice from one declaration: pydantic validates
 the CRD's OpenAPI schema and CEL rules. Defaults live only here too; the CRD carries them as
 structural-schema ``default`` values, so the apiserver fills them in and ``kubectl get -o yaml``
 shows them.
+
+Why one module of some 700 lines: it is the CRD's spec schema top to bottom, in the order
+``kubectl explain`` shows it; each section is a few small models whose cross-field rules need
+the others beside them, and the generator (:mod:`.crd`) walks them from :class:`LVMRolloutSpec`.
 """
 
 from __future__ import annotations

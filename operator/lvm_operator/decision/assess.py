@@ -3,6 +3,9 @@
 Argo Rollouts' measure -> assess -> act, with the assess step pure. Each rule here has a table
 test in ``tests/unit/test_decision_assess.py``. The comparisons and the treatment of values
 exactly at a threshold are documented on :class:`~lvm_operator.decision.model.Thresholds`.
+
+Why one module of some 450 lines: one small function per rule, guardrails then quality, each
+beside the text it writes; the histogram arithmetic is in :mod:`.latency`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ Order of evaluation in one call:
 8. **Dwell**: before the step's end, hold. After it, advance (or promote after the last step)
    only if the latest guardrail *and* quality verdicts are ``pass`` and were taken during this
    step (after ``step_started_at``); ``inconclusive``, ``noData`` and ``error`` hold.
+
+Why one module of some 400 lines: :func:`decide` is one ordered procedure, and its steps (and
+the windows each check reads) read best top to bottom in that order.
 """
 
 from __future__ import annotations
