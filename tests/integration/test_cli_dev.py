@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,23 +112,31 @@ def run_demo_and_check(run_dir: Path) -> str:
 
 
 def interrupt_demo_half_way(run_dir: Path) -> str:
-    """Start the demo, press Ctrl-C (SIGINT) once the first rollout is under way; its output."""
+    """Start the demo, press Ctrl-C (SIGINT) once the first rollout is under way; its output.
+
+    The output is read on a thread all along, so the demo never blocks on a full pipe."""
     before = stack_pids()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ctrl-C reaches a program in the foreground with SIGINT at its default; a test runner
+    # started in the background (CI, nohup) hands SIG_IGN down, so set it back for the demo.
     proc = subprocess.Popen([CLI, "demo", "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "scenario 1" in line:
-            break
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any("scenario 1" in line for line in lines) and proc.poll() is None:
+        assert time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.5)
     time.sleep(15)  # well into the first rollout: the Serve app deployed, load flowing
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=180)
-    text = "".join(lines) + out
+    proc.wait(timeout=180)
+    reader.join(timeout=30)
+    text = "".join(lines)
     assert proc.returncode == 130, text[-3000:]
-    assert "interrupted: stopping everything" in text and "everything stopped" in text
+    assert "interrupted: stopping everything" in text and "everything stopped" in text, \
+        text[-3000:]
     leftover = [psutil.Process(pid).cmdline() for pid in stack_pids() - before
                 if psutil.pid_exists(pid)]
     assert not leftover, f"processes left behind: {leftover}"
