@@ -135,3 +135,17 @@ def test_values_parse_nan_and_inf():
     ]))
     values = [x.value for x in reader.query("q")]
     assert math.isnan(values[0]) and values[1] == math.inf
+
+
+def test_extrapolation_never_makes_a_share_above_one():
+    # The hits series appeared a scrape later than the feedback series, so increase() stretched
+    # it more: 40.3 "hits" of 40 feedback events. A share is capped at 100%, never 100.75%.
+    answers = {
+        Query.REQUESTS: [s("ml/a", "v2", 50.0, "1")],
+        Query.SERVER_ERRORS: [s("ml/a", "v2", 50.4, "1")],
+        Query.FEEDBACK: [s("ml/a", "v2", 40.0, "1")],
+        Query.HIT5_PROXY_HITS: [s("ml/a", "v2", 40.3, "1")],
+    }
+    v2 = build_observations(30.0, answers)["ml/a"].versions["v2"]
+    assert (v2.hit5_proxy, v2.error_rate) == (1.0, 1.0)
+    assert (v2.lanes["1"].hit5_proxy, v2.lanes["1"].error_rate) == (1.0, 1.0)

@@ -176,7 +176,11 @@ def _count(v: float) -> float:
 
 
 def _div(num: float, den: float) -> float | None:
-    return num / den if den > 0 else None
+    """A share of events that are a subset of ``den`` (hits of feedback, errors or empty hits of
+    requests), or None without events. ``increase()`` extrapolates each series on its own (a
+    series that appeared inside the window is stretched differently), so the subset can come
+    out a little larger than the whole: it is capped at the whole, never reported as 100.3%."""
+    return min(num, den) / den if den > 0 else None
 
 
 def build_observations(

@@ -26,6 +26,7 @@ class DemoOptions:
     scenario_timeout_s: float = 300.0
     guardrail_interval: str = "2s"
     quality_interval: str = "4s"
+    quality_window: str = "60s"
     min_samples: int = 30
 
 
@@ -57,6 +58,9 @@ def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: arti
     spec["analysis"]["guardrails"]["minSamples"] = options.min_samples
     spec["analysis"]["quality"]["minRequests"] = 40
     spec["analysis"]["quality"]["interval"] = options.quality_interval
+    # A minute of evidence (never more than this attempt's): on a loaded machine the load
+    # generator falls behind and 10% of it is a few requests a second.
+    spec["analysis"]["quality"]["window"] = options.quality_window
     spec["prometheus"] = {"url": stack.prometheus.url}
     spec["serve"] = {"backend": "rayDashboard", "url": stack.ray.dashboard_url,
                      "application": APPLICATION}
