@@ -59,13 +59,38 @@ STACK_PROCESS_NAMES = ("raylet", "gcs_server", "kube-apiserver", "etcd", "promet
                        "lvm-rollout")
 
 
-def stack_pids() -> set[int]:
-    pids = set()
+def stack_pids() -> dict[int, int]:
+    """Stack-like processes now: pid -> session id."""
+    pids = {}
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
         if any(name in cmd for name in STACK_PROCESS_NAMES) and "pytest" not in cmd:
-            pids.add(proc.pid)
+            try:
+                pids[proc.pid] = os.getsid(proc.pid)
+            except (ProcessLookupError, PermissionError):
+                continue
     return pids
+
+
+def left_behind(before: dict[int, int], grace_s: float = 15.0) -> list[list[str]]:
+    """Stack processes in sessions that did not exist before (the demo starts each component in
+    a session of its own), still there after ``grace_s``. Processes the test session's own
+    stack starts meanwhile (Ray's idle workers) share its older sessions and do not count."""
+    old_sessions = set(before.values())
+    deadline = time.monotonic() + grace_s
+    while True:
+        new = [pid for pid, sid in stack_pids().items()
+               if pid not in before and sid not in old_sessions and psutil.pid_exists(pid)]
+        if not new or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    out = []
+    for pid in new:
+        try:
+            out.append(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            continue
+    return out
 
 
 @contextlib.contextmanager
@@ -105,8 +130,7 @@ def run_demo_and_check(run_dir: Path) -> str:
     assert "Promoted" in page and "RolledBack" in page
     assert "everything stopped" in out
     assert not (run_dir / "state.json").exists()
-    leftover = [psutil.Process(pid).cmdline() for pid in stack_pids() - before
-                if psutil.pid_exists(pid)]
+    leftover = left_behind(before)
     assert not leftover, f"processes left behind: {leftover}"
     return out
 
@@ -137,8 +161,7 @@ def interrupt_demo_half_way(run_dir: Path) -> str:
     assert proc.returncode == 130, text[-3000:]
     assert "interrupted: stopping everything" in text and "everything stopped" in text, \
         text[-3000:]
-    leftover = [psutil.Process(pid).cmdline() for pid in stack_pids() - before
-                if psutil.pid_exists(pid)]
+    leftover = left_behind(before)
     assert not leftover, f"processes left behind: {leftover}"
     return text
 
