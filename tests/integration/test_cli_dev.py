@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from lvm_operator.devstack.procs import session_processes
 
@@ -166,6 +167,7 @@ def interrupt_demo_half_way(run_dir: Path) -> str:
     return text
 
 
+@pytest.mark.timeout(1800)  # two demo runs; the suite's default is 900 s a test
 def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
     """The README's first command, end to end: a real progressive rollout on real components.
     Run twice in the same run directory, the first run interrupted with Ctrl-C half-way: the
@@ -176,6 +178,7 @@ def test_demo_promotes_then_rolls_back_and_leaves_nothing(tmp_path):
     assert "starting from a clean control plane" in again
 
 
+@pytest.mark.timeout(1800)  # a demo with no idle CPU
 def test_demo_on_a_machine_with_no_idle_cpu(tmp_path):
     """Issue #13: with two busy loops on the two cores both versions miss the seed's 10 ms;
     the better candidate is still promoted and the slower one still rolled back."""
