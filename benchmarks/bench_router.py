@@ -16,9 +16,9 @@
      the version inside the RPC, not through the object store (Ray's default limit: 100 KiB);
    * *after* — this tree's code: application ``bench`` routing to ``<version>`` (the default
      settings), plus the same checkpoint as variants that differ in how the replica runs
-     inference: ``-worker`` (single worker thread, the old way), ``-si1`` / ``-worker-si1``
-     (``sys.setswitchinterval(0.001)``). Each version app also gets a route ``/direct-<app>`` so
-     the same body can go to it straight.
+     inference: ``-inline`` (on the replica's event loop instead of the single worker thread),
+     ``-si1`` / ``-inline-si1`` (``sys.setswitchinterval(0.001)``). Each version app also gets
+     a route ``/direct-<app>`` so the same body can go to it straight.
 
 3. Per context length, at concurrency 1 (``--requests`` each): JSON numbers, ``context_b64``
    and (after only) the binary body, through the router and straight to the version;
@@ -75,9 +75,9 @@ BINARY_HEADERS = {"content-type": "application/octet-stream", "x-lvm-lane": str(
                   "x-lvm-k": "10"}
 JSON_HEADERS = {"content-type": "application/json"}
 # variant suffix -> version args that differ from the defaults
-VARIANTS = {"": {}, "-worker": {"predict_inline": False},
+VARIANTS = {"": {}, "-inline": {"predict_inline": True},
             "-si1": {"switch_interval_s": 0.001},
-            "-worker-si1": {"predict_inline": False, "switch_interval_s": 0.001}}
+            "-inline-si1": {"predict_inline": True, "switch_interval_s": 0.001}}
 STAGES = ("read", "parse", "call", "hop", "encode", "router",
           "queue", "model", "retrieval", "version")
 

@@ -10,15 +10,18 @@ requests wait for the inference slot instead of slicing the CPU between them, so
 metric measures the model and retrieval, not CPU contention inside the replica (the wait is the
 ``queue`` stage). Two ways to run it, chosen by the ``predict_inline`` arg:
 
-* inline (default) — on the replica's user event loop, which Serve runs in its own thread: no
-  thread hand-off, and the timed region never waits for another Python thread of the replica
-  to give back the GIL before it starts;
-* in a single worker thread (``predict_inline: false``) — the loop stays free while a long
-  forward pass runs (it only parses and answers, so this buys little).
+* in a single worker thread (default) — the replica's event loop stays free to receive the next
+  request while a forward pass runs; the wait for the worker (and for the GIL it needs to start)
+  shows as ``queue``;
+* inline (``predict_inline: true``) — on the replica's user event loop: no thread hand-off, but
+  the loop is blocked while it runs, so the next request waits in Serve before our timers see it
+  (``queue`` reads ~0 and the wait moves into the router's ``hop``).
 
 ``switch_interval_s`` (optional) sets ``sys.setswitchinterval`` in the replica: how long a thread
 that wants the GIL waits for the one holding it (Python's default 5 ms). bench_router.py measures
-both settings side by side under load.
+these variants side by side under load; neither helped consistently on the 2-core test machine
+(inline: lower replica timer in some runs, higher client latency in most), so the defaults are
+the worker thread and Python's switch interval.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class VersionModel:
             expected_family=self.family,
         )
         self.predictor.warmup(self.context_length)
-        self.inline = bool(args.get("predict_inline", True))
+        self.inline = bool(args.get("predict_inline", False))
         self._slot = asyncio.Lock()  # inline: one inference at a time (see the docstring)
         self._worker = None if self.inline else ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"{self.version}-")
