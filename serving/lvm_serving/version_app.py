@@ -110,7 +110,8 @@ class VersionModel:
                 return self.predictor.predict(context, tmd, k), started - waiting
 
         def timed():
-            return self.predictor.predict(context, tmd, k), time.perf_counter() - waiting
+            started = time.perf_counter()  # before predict: the queue stage is the wait only
+            return self.predictor.predict(context, tmd, k), started - waiting
 
         return await asyncio.get_running_loop().run_in_executor(self._worker, timed)
 
