@@ -48,6 +48,7 @@ class LoadConfig:
     seed: int = 0
     timeout_s: float = 10.0
     pool_size: int = 512  # pre-built requests, cycled, so generating load costs little CPU
+    binary: bool = False  # send the binary body (float32 bytes + x-lvm-* headers), not JSON
 
 
 @dataclass
@@ -80,6 +81,14 @@ class LoadStats:
         self.failed[key] += 1
         if len(self.first_errors) < 20:
             self.first_errors.append(detail[:300])
+
+
+def binary_request(payload: dict) -> tuple[bytes, dict[str, str]]:
+    """The binary form of a pool payload: (body, headers) for ``POST /predict``."""
+    headers = {"content-type": "application/octet-stream",
+               "x-lvm-tmd": ",".join(repr(float(x)) for x in payload["tmd"]),
+               "x-lvm-user": payload["user_id"], "x-lvm-k": str(payload["k"])}
+    return base64.b64decode(payload["context_b64"]), headers
 
 
 def build_requests(config: LoadConfig) -> list[tuple[dict, int]]:
@@ -127,7 +136,11 @@ async def run_load(config: LoadConfig, stop: asyncio.Event | None = None,
         async with gate:
             started = time.monotonic()
             try:
-                resp = await client.post(predict_url, json=payload)
+                if config.binary:
+                    body, headers = binary_request(payload)
+                    resp = await client.post(predict_url, content=body, headers=headers)
+                else:
+                    resp = await client.post(predict_url, json=payload)
             except httpx.HTTPError as exc:
                 stats._error(type(exc).__name__, f"predict: {exc!r}")
                 return
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="must match the world the checkpoints were trained on")
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--binary", action="store_true",
+                        help="send the binary body (float32 context, x-lvm-* headers)")
     args = parser.parse_args(argv)
     config = LoadConfig(
         url=args.url, rps=args.rps, duration_s=args.duration, max_requests=args.max_requests,
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         context_lengths=tuple(int(x) for x in args.context_lengths.split(",")),
         feedback_rate=args.feedback_rate,
         world=WorldSpec(d_model=args.d_model, seed=args.world_seed), seed=args.seed,
+        binary=args.binary,
     )
     stats = asyncio.run(run_load(config))
     print(json.dumps(stats.summary(), indent=2))

@@ -20,7 +20,9 @@ No candidate (``None``) or weight 0 → the champion answers everything. Shadow:
 on and a candidate is named, the candidate also answers every request the champion answers (the
 client sees only the champion's answer), whatever the weight, so a weight-0 shadow phase works.
 
-:func:`parse_predict_request` validates a ``POST /predict`` JSON body and raises
+:func:`parse_predict_request` validates a ``POST /predict`` JSON body,
+:func:`parse_binary_request` the binary one (``application/octet-stream``: the context's float32
+bytes as the body, the scalars in ``x-lvm-*`` headers; no JSON, no list, no copy); both raise
 :class:`BadRequest` with a message naming what is wrong.
 """
 
@@ -154,6 +156,18 @@ def parse_predict_request(
     else:
         raise BadRequest("missing field 'context' ([T, D] list of concept vectors) or "
                          "'context_b64' (base64 of little-endian float32 [T * D])")
+    _check_context(context, dim, max_context)
+    tmd_value = body.get("tmd")
+    tmd = None if tmd_value is None else _numeric_array(tmd_value, "tmd")
+    tmd, lane = _domain(tmd, body.get("lane"), "'tmd'", "'lane'")
+    k = body.get("k", DEFAULT_K)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise BadRequest(f"k must be an integer in 1..{max_k}, got {k!r}")
+    return PredictRequest(context=context, tmd=tmd, lane=lane, k=k,
+                          user_key=body.get(user_key_field))
+
+
+def _check_context(context: np.ndarray, dim: int, max_context: int | None) -> None:
     if context.ndim != 2:
         raise BadRequest(f"context must be a list of vectors [T, {dim}], got shape "
                          f"{list(context.shape)}")
@@ -166,9 +180,11 @@ def parse_predict_request(
     if not np.isfinite(context).all():
         raise BadRequest("context holds NaN or Inf values")
 
-    tmd_value, lane_value = body.get("tmd"), body.get("lane")
-    if tmd_value is not None:
-        tmd = _numeric_array(tmd_value, "tmd")
+
+def _domain(tmd: np.ndarray | None, lane_value: Any, tmd_name: str,
+            lane_name: str) -> tuple[np.ndarray, int]:
+    """(tmd float32 [16], lane) from a TMD vector and/or a lane; they must agree."""
+    if tmd is not None:
         if tmd.shape != (TMD_DIM,):
             raise BadRequest(f"tmd must be a list of {TMD_DIM} numbers, got shape "
                              f"{list(tmd.shape)}")
@@ -177,19 +193,14 @@ def parse_predict_request(
         lane = int(np.argmax(tmd))
         if lane_value is not None and _lane(lane_value) != lane:
             raise BadRequest(f"lane {lane_value} disagrees with the tmd vector's lane {lane}")
-    elif lane_value is not None:
+        return tmd, lane
+    if lane_value is not None:
         lane = _lane(lane_value)
         tmd = np.zeros(TMD_DIM, dtype=np.float32)
         tmd[lane] = 1.0
-    else:
-        raise BadRequest(f"give the request's domain: 'tmd' ({TMD_DIM} numbers) or 'lane' "
-                         f"(0..{NUM_LANES - 1})")
-
-    k = body.get("k", DEFAULT_K)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise BadRequest(f"k must be an integer in 1..{max_k}, got {k!r}")
-    return PredictRequest(context=context, tmd=tmd, lane=lane, k=k,
-                          user_key=body.get(user_key_field))
+        return tmd, lane
+    raise BadRequest(f"give the request's domain: {tmd_name} ({TMD_DIM} numbers) or "
+                     f"{lane_name} (0..{NUM_LANES - 1})")
 
 
 def _b64_context(value: Any, dim: int) -> np.ndarray:
@@ -203,7 +214,101 @@ def _b64_context(value: Any, dim: int) -> np.ndarray:
     if len(raw) % (4 * dim):
         raise BadRequest(f"context_b64 holds {len(raw)} bytes: not a whole number of "
                          f"float32 vectors of dimension {dim}")
-    return np.frombuffer(raw, dtype="<f4").reshape(-1, dim).astype(np.float32)
+    return _f32_rows(raw, dim)
+
+
+def _f32_rows(raw: bytes, dim: int) -> np.ndarray:
+    """``[T, dim]`` float32 view of little-endian bytes: no copy on a little-endian host (the
+    array is read-only; nothing downstream writes to a context)."""
+    arr = np.frombuffer(raw, dtype="<f4").reshape(-1, dim)
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The binary request
+
+
+BINARY_CONTENT_TYPE = "application/octet-stream"
+HEADER_LANE = "x-lvm-lane"  # 0..15
+HEADER_TMD = "x-lvm-tmd"  # 16 comma-separated numbers (instead of, or agreeing with, the lane)
+HEADER_K = "x-lvm-k"  # 1..MAX_K, default DEFAULT_K
+HEADER_USER = "x-lvm-user"  # the user key (userHash routing)
+HEADER_VECTOR = "x-lvm-vector"  # "0" / "false" / "no" / "omit": answer without the vector
+QUERY_VECTOR = "vector"  # the same as a query parameter: ?vector=0
+
+_NO = frozenset({"0", "false", "no", "omit", "none"})
+_YES = frozenset({"1", "true", "yes"})
+
+
+def is_binary(content_type: str | None) -> bool:
+    """Whether a request's ``content-type`` selects the binary body (parameters ignored)."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == BINARY_CONTENT_TYPE
+
+
+def parse_binary_request(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    dim: int,
+    max_context: int | None = None,
+    max_k: int = MAX_K,
+) -> PredictRequest:
+    """Validate a binary predict request: the body is the context as little-endian float32
+    ``[T, dim]`` (row-major, no header), the scalars come in headers (lower-case names, as
+    Starlette's ``request.headers`` gives them): ``x-lvm-lane`` or ``x-lvm-tmd``, ``x-lvm-k``,
+    ``x-lvm-user``. The context is a read-only view of ``body`` (no copy, no list)."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise BadRequest(f"binary body must be bytes, got {type(body).__name__}")
+    if len(body) == 0:
+        raise BadRequest(f"binary body is empty: send the context as little-endian float32 "
+                         f"[T, {dim}] ({4 * dim} bytes per vector)")
+    if len(body) % (4 * dim):
+        raise BadRequest(f"binary body holds {len(body)} bytes: not a whole number of float32 "
+                         f"vectors of dimension {dim} ({4 * dim} bytes each)")
+    context = _f32_rows(bytes(body) if not isinstance(body, bytes) else body, dim)
+    _check_context(context, dim, max_context)
+    tmd = None
+    tmd_text = headers.get(HEADER_TMD)
+    if tmd_text is not None:
+        try:
+            tmd = np.asarray([float(x) for x in tmd_text.split(",")], dtype=np.float32)
+        except ValueError:
+            raise BadRequest(f"header {HEADER_TMD} must be {TMD_DIM} comma-separated numbers, "
+                             f"got {tmd_text[:80]!r}") from None
+    lane_value = _header_int(headers, HEADER_LANE, f"an integer 0..{NUM_LANES - 1}")
+    tmd, lane = _domain(tmd, lane_value, f"header {HEADER_TMD}", f"header {HEADER_LANE}")
+    k = _header_int(headers, HEADER_K, f"an integer in 1..{max_k}")
+    k = DEFAULT_K if k is None else k
+    if not 1 <= k <= max_k:
+        raise BadRequest(f"header {HEADER_K} must be an integer in 1..{max_k}, got {k}")
+    user = headers.get(HEADER_USER)
+    return PredictRequest(context=context, tmd=tmd, lane=lane, k=k,
+                          user_key=user if user else None)
+
+
+def _header_int(headers: Mapping[str, str], name: str, what: str) -> int | None:
+    text = headers.get(name)
+    if text is None:
+        return None
+    text = text.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise BadRequest(f"header {name} must be {what}, got {text[:40]!r}")
+    return int(text)
+
+
+def wants_vector(query_value: str | None, header_value: str | None) -> bool:
+    """Whether the answer carries the predicted vector (``?vector=0`` or ``x-lvm-vector: 0``
+    omit it: many clients only need the concepts). Default: yes."""
+    for name, value in ((QUERY_VECTOR, query_value), (HEADER_VECTOR, header_value)):
+        if value is None:
+            continue
+        v = value.strip().lower()
+        if v in _NO:
+            return False
+        if v not in _YES:
+            raise BadRequest(f"{name} must be one of 1/true/yes or 0/false/no/omit, "
+                             f"got {value[:40]!r}")
+    return True
 
 
 def _lane(value: Any) -> int:

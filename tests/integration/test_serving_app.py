@@ -7,6 +7,7 @@ router's ``user_config`` it needs through the same dashboard REST call the opera
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -326,6 +327,39 @@ def test_feedback_proxies_and_forged_tokens(served):
         assert r.status_code == 400 and needle in r.json()["error"], r.text
 
 
+def test_binary_request_answers_like_json(served):
+    served.apply(candidate=None)
+    ctx = np.random.default_rng(7).standard_normal((40, D)).astype("<f4")
+    ctx /= np.linalg.norm(ctx, axis=1, keepdims=True)
+    url = f"{served.base}/predict"
+    as_json = served.client.post(url, json={"context": ctx.tolist(), "lane": 4, "k": 7})
+    headers = {"content-type": "application/octet-stream", "x-lvm-lane": "4", "x-lvm-k": "7"}
+    as_binary = served.client.post(url, content=ctx.tobytes(), headers=headers)
+    assert as_json.status_code == 200 and as_binary.status_code == 200, as_binary.text
+    j, b = as_json.json(), as_binary.json()
+    assert b["concepts"] == j["concepts"] and len(b["concepts"]) == 7
+    assert (b["version"], b["lane"], b["rollout"]) == (j["version"], j["lane"], j["rollout"])
+    vec = np.frombuffer(base64.b64decode(b["vector_b64"]), dtype="<f4")
+    np.testing.assert_array_equal(vec, np.asarray(j["vector"], dtype=np.float32))
+    # the feedback token is issued on the binary path too, and scores the click
+    fb = served.client.post(f"{served.base}/feedback", json={
+        "token": b["feedback_token"], "clicked_concept_id": b["concepts"][0]["id"]})
+    assert fb.status_code == 200 and fb.json()["hit@1_exact"], fb.text
+    # the answer without the vector; the stage breakdown in server-timing
+    lean = served.client.post(url + "?vector=0", content=ctx.tobytes(), headers=headers)
+    assert lean.status_code == 200 and "vector_b64" not in lean.json()
+    assert lean.json()["concepts"] == j["concepts"]
+    stages = {part.split(";")[0].strip() for part in lean.headers["server-timing"].split(",")}
+    assert {str(s) for s in mc.Stage} <= stages, stages
+    # strict validation with a 400 naming the problem
+    for body, extra, needle in ((ctx.tobytes()[:-4], {}, "not a whole number"),
+                                (np.full((1, D), np.nan, "<f4").tobytes(), {}, "NaN"),
+                                (ctx.tobytes(), {"x-lvm-lane": "x"}, "x-lvm-lane"),
+                                (ctx.tobytes(), {"x-lvm-k": "0"}, "x-lvm-k")):
+        r = served.client.post(url, content=body, headers={**headers, **extra})
+        assert r.status_code == 400 and needle in r.json()["error"], (needle, r.text)
+
+
 def test_weight_changes_under_load_lose_no_request(served):
     served.apply(candidate_weight=10)
     stop = threading.Event()
@@ -387,6 +421,9 @@ def test_metrics_reach_prometheus_with_the_contract_labels(served, prometheus):
         (mc.FEEDBACK, "", 'version="champ",lane="4"'),
         (mc.FEEDBACK_HITS, "", 'version="champ",k="10",kind="exact"'),
         (mc.SHADOW_COMPARISONS, "", 'version="cand"'),
+        (mc.STAGE_LATENCY, "_bucket", 'version="champ",stage="model"'),
+        (mc.STAGE_LATENCY, "_count", 'version="champ",stage="hop"'),
+        (mc.STAGE_LATENCY, "_count", 'version="champ",stage="router"'),
     ]
     for metric, suffix, sel in expect:
         result = wait_for_series(

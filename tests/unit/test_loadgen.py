@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from lvm_serving.loadgen import LoadConfig, build_requests
+from lvm_serving.loadgen import LoadConfig, binary_request, build_requests
 from lvm_serving.synthetic import SyntheticWorld, WorldSpec
 
 
@@ -32,3 +32,17 @@ def test_requests_cover_lanes_lengths_and_click_the_true_next_concept():
         last_id = int(np.argmax(world.vectors @ last))
         assert clicked == int(world.successor[last_id])
         assert world.lanes[clicked] == int(np.argmax(payload["tmd"]))
+
+
+def test_binary_form_parses_to_the_same_request():
+    from lvm_serving.router import parse_binary_request, parse_predict_request
+
+    world_spec = WorldSpec(d_model=64, seed=3)
+    pool = build_requests(LoadConfig(url="http://127.0.0.1:1/lvm", world=world_spec,
+                                     context_lengths=(5,), pool_size=8))
+    for payload, _ in pool:
+        body, headers = binary_request(payload)
+        a = parse_binary_request(body, headers, dim=64)
+        b = parse_predict_request(payload, dim=64)
+        assert (a.lane, a.k, a.user_key) == (b.lane, b.k, b.user_key)
+        assert (a.context == b.context).all() and (a.tmd == b.tmd).all()

@@ -31,6 +31,7 @@ LABEL_SHADOW = "shadow"  # "true" when the request was a shadow copy the client 
 LABEL_REASON = "reason"  # error reason, see ErrorReason
 LABEL_K = "k"  # hit@k: "1", "5" or "10"
 LABEL_HIT_KIND = "kind"  # "proxy" (cosine threshold) or "exact" (clicked concept in top-k)
+LABEL_STAGE = "stage"  # a hop of a request's path, see Stage
 
 COMMON_LABELS: tuple[str, ...] = (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE, LABEL_SHADOW)
 
@@ -46,6 +47,35 @@ LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
     0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075,
     0.01, 0.0125, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+
+
+# Stages span 50 us (parsing a header) to seconds (an exact top-k over a very large bank).
+STAGE_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class Stage(StrEnum):
+    """Where a request's time goes (the ``stage`` label of ``lvm_stage_latency_seconds``).
+
+    Router stages: ``read`` (receive the body from the Serve proxy), ``parse`` (validate it),
+    ``call`` (the version's answer, as the router waits for it), ``hop`` (``call`` minus the
+    version's own ``version``: Ray's transport both ways and the replica's scheduling),
+    ``encode`` (concepts, feedback token, JSON), ``router`` (all of the router). Version stages:
+    ``queue`` (waiting for the replica's inference slot), ``model`` (input checks and the forward
+    pass), ``retrieval`` (top-k over the concept bank), ``version`` (all of the version)."""
+
+    READ = "read"
+    PARSE = "parse"
+    CALL = "call"
+    HOP = "hop"
+    ENCODE = "encode"
+    ROUTER = "router"
+    QUEUE = "queue"
+    MODEL = "model"
+    RETRIEVAL = "retrieval"
+    VERSION = "version"
 
 
 class ErrorReason(StrEnum):
@@ -123,10 +153,22 @@ SHADOW_COSINE = MetricDef(
     (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE),
 )
 
+STAGE_LATENCY = MetricDef(
+    "lvm_stage_latency_seconds", MetricKind.HISTOGRAM,
+    "Seconds a prediction spent in one stage of its path (router read/parse/call/hop/encode, "
+    "version queue/model/retrieval), by stage.",
+    (LABEL_ROLLOUT, LABEL_VERSION, LABEL_STAGE),
+)
+
 ALL_METRICS: tuple[MetricDef, ...] = (
     REQUESTS, ERRORS, LATENCY, EMPTY_HITS, FEEDBACK, FEEDBACK_HITS,
-    SHADOW_COMPARISONS, SHADOW_TOP5_OVERLAP, SHADOW_COSINE,
+    SHADOW_COMPARISONS, SHADOW_TOP5_OVERLAP, SHADOW_COSINE, STAGE_LATENCY,
 )  # fmt: skip
+
+
+def buckets_for(metric: MetricDef) -> tuple[float, ...]:
+    """Histogram boundaries (seconds) of a histogram metric."""
+    return STAGE_BUCKETS_SECONDS if metric is STAGE_LATENCY else LATENCY_BUCKETS_SECONDS
 
 
 def exported_series(metric: MetricDef, suffix: str = "") -> str:

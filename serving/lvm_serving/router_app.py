@@ -1,0 +1,298 @@
+"""The router deployment (the application's ingress): parse, route, call the version, answer.
+
+A predict request arrives as JSON (``context`` as numbers, or ``context_b64``) or as the binary
+body (``content-type: application/octet-stream``: the context's little-endian float32 bytes, the
+scalars in ``x-lvm-*`` headers; see :func:`lvm_serving.router.parse_binary_request`). Either way
+the version gets the context as a float32 array (for the binary body a read-only view of the
+request's bytes). The answer is JSON: the concepts, the feedback token, and the predicted vector
+unless ``?vector=0`` / ``x-lvm-vector: 0`` (as numbers for a JSON request, as ``vector_b64`` for a
+binary one). Every answer has a ``server-timing`` header (ms per stage: the router's read, parse,
+call, hop, encode and router; the version's queue, model, retrieval and version), and the same
+stages go to the ``lvm_stage_latency_seconds`` histogram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+from typing import Any
+
+import numpy as np
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lvm_serving.contracts import metrics as mc
+from lvm_serving.contracts.serve_config import RouterConfig, version_app_name
+from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
+from lvm_serving.router import (
+    HEADER_LANE,
+    HEADER_VECTOR,
+    QUERY_VECTOR,
+    BadRequest,
+    PredictRequest,
+    choose_route,
+    is_binary,
+    parse_binary_request,
+    parse_predict_request,
+    shadow_comparison,
+    wants_vector,
+)
+from lvm_serving.serve_common import (
+    Metrics,
+    StageClock,
+    error,
+    json_body,
+    json_loads,
+    route_name,
+    server_timing,
+    tags,
+    with_reason,
+)
+from lvm_serving.version_app import TOKEN_K
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_TIMEOUT_S = 30.0
+S = mc.Stage
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+class Router:
+    def __init__(self, args: dict) -> None:
+        from lvm_serving.concept_bank import ConceptBank
+
+        self.application = str(args["application"])
+        self.bank = ConceptBank.load(args["concept_bank_uri"], args.get("concept_bank_sha256"),
+                                     device="cpu")
+        env_name = str(args.get("feedback_key_env") or "LVM_FEEDBACK_KEY")
+        keys, derived = keys_from_env(
+            env_name, f"{self.application}:{args.get('concept_bank_sha256') or ''}")
+        if derived:
+            logger.warning(
+                "%s is not set on this node: feedback tokens are signed with a key derived from "
+                "the application name, which anyone can recompute (forgeable). Set %s (the same "
+                "value on every Ray node) in production.", env_name, env_name)
+        self.signer = TokenSigner(keys, ttl_s=int(args.get("feedback_ttl_s", DEFAULT_TTL_S)))
+        self.timeout_s = float(args.get("request_timeout_s", DEFAULT_TIMEOUT_S))
+        self.config: RouterConfig | None = None
+        self.handles: dict[str, Any] = {}
+        self.metrics = Metrics()
+        self.rng = random.Random()
+        self._background: set[asyncio.Task] = set()
+
+    def reconfigure(self, user_config: dict) -> None:
+        config = RouterConfig.from_dict(dict(user_config or {}))
+        if not config.champion:
+            raise ValueError("router config needs a champion")
+        self.config = config  # one atomic swap: in-flight requests keep the config they read
+        logger.info("router config: %s", config.to_dict())
+
+    def _handle(self, version: str):
+        handle = self.handles.get(version)
+        if handle is None:
+            handle = serve.get_deployment_handle(
+                version, app_name=version_app_name(self.application, version))
+            self.handles[version] = handle
+        return handle
+
+    async def _call(self, version: str, payload: dict) -> dict:
+        response = self._handle(version).predict.remote(payload)
+
+        async def wait() -> dict:
+            return await response
+
+        try:
+            return await asyncio.wait_for(wait(), self.timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                response.cancel()
+            raise
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        route = route_name(request)
+        try:
+            if route == "predict" and request.method == "POST":
+                return await self._predict(request)
+            if route == "feedback" and request.method == "POST":
+                return await self._feedback(request)
+            if route in ("healthz", self.application) and request.method == "GET":
+                return self._healthz()
+        except BadRequest as exc:
+            return error(exc.status, "bad_input", str(exc))
+        if route in ("predict", "feedback", "healthz"):
+            return error(405, "bad_input", f"{request.method} not allowed on /{route}")
+        return error(404, "bad_input", f"unknown path {request.url.path!r}: use "
+                      f"POST /{self.application}/predict, POST /{self.application}/feedback or "
+                      f"GET /{self.application}/healthz")
+
+    def _healthz(self) -> JSONResponse:
+        if self.config is None:
+            return error(503, "not_ready", "router has no user_config yet")
+        return JSONResponse({"status": "ok", "application": self.application,
+                             "config": self.config.to_dict()})
+
+    async def _predict(self, request: Request) -> JSONResponse:
+        clock = StageClock()
+        config = self.config
+        if config is None:
+            return error(503, "not_ready", "router has no user_config yet")
+        raw = await request.body()
+        clock.lap(S.READ)
+        binary = is_binary(request.headers.get("content-type"))
+        body: Any = None
+        try:
+            if binary:
+                req = parse_binary_request(raw, request.headers, dim=self.bank.dim)
+            else:
+                body = json_loads(raw)
+                req = parse_predict_request(body, dim=self.bank.dim,
+                                            user_key_field=config.user_key)
+            with_vector = wants_vector(request.query_params.get(QUERY_VECTOR),
+                                       request.headers.get(HEADER_VECTOR))
+        except BadRequest as exc:
+            lane = (request.headers.get(HEADER_LANE, "") if binary else
+                    body.get("lane") if isinstance(body, dict) else None)
+            lane = int(lane) if isinstance(lane, str) and lane.isdigit() else lane
+            lane = lane if isinstance(lane, int) and 0 <= lane < mc.NUM_LANES else "unknown"
+            self.metrics.inc(mc.ERRORS, with_reason(config.rollout, config.champion, lane, False,
+                                                    str(mc.ErrorReason.BAD_INPUT)))
+            return error(exc.status, "bad_input", str(exc))
+        route = choose_route(config, user_key=req.user_key, context_length=len(req.context),
+                             rng=self.rng)
+        payload = {"context": req.context, "tmd": req.tmd, "lane": req.lane,
+                   "k": max(req.k, TOKEN_K), "rollout": config.rollout, "shadow": False,
+                   # contextLength mode: an eligible long context the weight left on the
+                   # champion is cut to the champion's window instead of being refused
+                   "truncate": route.reason == "long_context"}
+        clock.lap(S.PARSE)
+        main = asyncio.ensure_future(self._call(route.version, payload))
+        if route.shadow:
+            shadow_payload = {**payload, "shadow": True}
+            task = asyncio.ensure_future(self._shadow(config, req, main, route.shadow,
+                                                      shadow_payload))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        labels = (config.rollout, route.version, req.lane, False)
+        try:
+            out = await asyncio.shield(main)
+        except TimeoutError:
+            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.TIMEOUT)))
+            return error(504, "timeout", f"version {route.version} did not answer within "
+                         f"{self.timeout_s:g}s (is application "
+                         f"{version_app_name(self.application, route.version)!r} deployed?)")
+        except Exception as exc:  # not deployed (KeyError: does not exist), replica died, ...
+            self.handles.pop(route.version, None)  # look it up afresh next time
+            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.EXCEPTION)))
+            logger.warning("version %s unreachable: %r", route.version, exc)
+            app = version_app_name(self.application, route.version)
+            return error(503, "exception", f"version {route.version} is unavailable "
+                         f"(is application {app!r} deployed?): {type(exc).__name__}: {exc}")
+        clock.lap(S.CALL)
+        if "error" in out:
+            return error(out["status"], out["reason"], out["error"])
+        timing = out.get("timing", {})
+        clock.add(S.HOP, max(clock.seconds[S.CALL] - timing.get(S.VERSION, 0.0), 0.0))
+        response = JSONResponse(self._answer(config, req, out, binary=binary,
+                                             with_vector=with_vector))
+        clock.lap(S.ENCODE)
+        clock.total(S.ROUTER)
+        self.metrics.stages(config.rollout, route.version, clock.seconds)
+        response.headers["server-timing"] = server_timing({**clock.seconds, **timing})
+        return response
+
+    def _answer(self, config: RouterConfig, req: PredictRequest, out: dict, *,
+                binary: bool = False, with_vector: bool = True) -> dict:
+        ids = np.asarray(out["ids"])
+        top = ids[:req.k]
+        sims = np.asarray(out["sims"])[:req.k].tolist()
+        lanes = self.bank.lanes_for(top).tolist()
+        texts = self.bank.texts
+        concepts = []
+        for cid, sim, lane in zip(top.tolist(), sims, lanes, strict=True):
+            item = {"id": cid, "similarity": sim, "lane": lane}
+            if texts is not None:
+                item["text"] = self.bank.text_for(cid)
+            concepts.append(item)
+        vector = out["vector"]
+        token = self.signer.sign(rollout=config.rollout, version=out["version"], lane=req.lane,
+                                 ids=ids[:TOKEN_K].tolist(), vector=vector)
+        answer: dict[str, Any] = {"concepts": concepts, "version": out["version"],
+                                  "lane": req.lane, "rollout": config.rollout,
+                                  "feedback_token": token}
+        if with_vector and binary:
+            f32 = np.ascontiguousarray(vector, dtype="<f4")
+            answer["vector_b64"] = base64.b64encode(f32.tobytes()).decode("ascii")
+        elif with_vector:
+            answer["vector"] = np.asarray(vector, dtype=np.float64).tolist()
+        return answer
+
+    async def _shadow(self, config: RouterConfig, req: PredictRequest, main: asyncio.Future,
+                      version: str, payload: dict) -> None:
+        """Ask the candidate too; when both answered, record the paired metrics."""
+        try:
+            shadow_out, main_out = await asyncio.gather(self._call(version, payload),
+                                                        asyncio.shield(main))
+        except Exception as exc:  # the candidate's own errors are counted by the candidate
+            logger.debug("shadow request to %s failed: %r", version, exc)
+            return
+        if "error" in shadow_out or "error" in main_out:
+            return
+        overlap, cosine = shadow_comparison(main_out["vector"], main_out["ids"],
+                                            shadow_out["vector"], shadow_out["ids"])
+        pair = tags(config.rollout, version, req.lane)
+        self.metrics.inc(mc.SHADOW_COMPARISONS, pair)
+        self.metrics.inc(mc.SHADOW_TOP5_OVERLAP, pair, overlap)
+        self.metrics.inc(mc.SHADOW_COSINE, pair, max(cosine, 0.0))
+
+    async def _feedback(self, request: Request) -> JSONResponse:
+        from lvm_serving.predictor import hits
+
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        if "token" not in body:
+            raise BadRequest("missing field 'token' (the feedback_token of a prediction)")
+        clicked = body.get("clicked_concept_id")
+        if isinstance(clicked, bool) or not isinstance(clicked, int):
+            raise BadRequest(f"clicked_concept_id must be an integer concept id, got {clicked!r}")
+        if not self.bank.contains(clicked):
+            raise BadRequest(f"unknown concept id {clicked}: not in the concept bank")
+        try:
+            claims = self.signer.verify(body["token"])
+        except TokenError as exc:
+            return error(exc.status, "bad_token", str(exc))
+        clicked_vec = self.bank.vectors_for([clicked]).cpu().numpy()
+        if clicked_vec.shape[-1] != claims.vector.shape[0]:
+            raise BadRequest("feedback token does not match this application's concept bank")
+        result = {k: bool(v[0]) for k, v in
+                  hits(claims.vector[None], np.asarray(claims.ids)[None], [clicked],
+                       clicked_vec).items()}
+        v = claims.vector.astype(np.float64)
+        c = clicked_vec[0].astype(np.float64)
+        denom = float(np.linalg.norm(v) * np.linalg.norm(c))
+        cosine = float(v @ c) / denom if denom > 0 else 0.0
+        common = tags(claims.rollout, claims.version, claims.lane)
+        self.metrics.inc(mc.FEEDBACK, common)
+        for key, hit in result.items():
+            if hit:  # "hit@5_proxy" -> k="5", kind="proxy"
+                k, kind = key.removeprefix("hit@").split("_")
+                self.metrics.inc(mc.FEEDBACK_HITS, {**common, mc.LABEL_K: k,
+                                                    mc.LABEL_HIT_KIND: kind})
+        return JSONResponse({"version": claims.version, "lane": claims.lane,
+                             "rollout": claims.rollout, "cosine": cosine, **result})
+
+
+def build_router(args: dict):
+    """Application builder for ``<app>`` (see serve_config.render_applications)."""
+    missing = [k for k in ("application", "concept_bank_uri") if not args.get(k)]
+    if missing:
+        raise ValueError(f"build_router: missing args {missing}")
+    return Router.bind(dict(args))
+
+
