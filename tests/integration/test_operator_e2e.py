@@ -283,7 +283,8 @@ def test_no_traffic_holds_with_a_reason_then_raises_no_data(env):
     s = env.wait_status(ns, lambda s: any(c["type"] == "NoData" and c["status"] == "True"
                                           for c in s.get("conditions", [])), "NoData", 20)
     assert s["currentStep"] == 0  # still holding
-    assert "NoDataTimeout" in reasons(env, ns)
+    # The Event is posted right after the status write that raised the condition.
+    eventually(lambda: "NoDataTimeout" in reasons(env, ns), 10, "the NoDataTimeout Event")
 
 
 def test_prometheus_down_holds_then_continues(env):

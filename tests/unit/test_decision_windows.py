@@ -117,3 +117,17 @@ def test_next_decision_waits_for_the_shortest_window():
     s = decide(p, RolloutState(fingerprint="fp-1"), Observations(), 0.0).state
     assert Check.GUARDRAIL not in checks_due(p, s, 2.0)
     assert next_decision_in_s(p, s, 2.0) == 2.0
+
+
+def test_quality_evidence_starts_after_a_failed_check():
+    # Prometheus was down at 500 (quality error); at 520 the quality window is the 20 s since,
+    # not the 600 s configured: a window across the outage read 54% for a 70% candidate.
+    s = RolloutState(phase=Phase.PROGRESSING, fingerprint="fp-1", current_step=0,
+                     step_started_at=0.0, attempt_started_at=0.0, last_quality_at=400.0,
+                     last_guardrail_at=490.0)
+    d = decide(plan(), s, Observations(window({}, {}), window(error="unreachable")), 500.0)
+    assert d.state.last_quality_verdict.value == "error" and d.state.quality_since == 500.0
+    assert quality_window_s(plan(), d.state, 520.0) == 20.0
+    # a judged check afterwards keeps the start: evidence only grows from there
+    d = decide(plan(), d.state, Observations(window({}, {}), good()), 600.0)
+    assert d.state.quality_since == 500.0 and quality_window_s(plan(), d.state, 700.0) == 200.0

@@ -213,6 +213,7 @@ class DecisionState(ApiModel):
     no_data_since: Float | None = None
     no_data_raised: Bool | None = None
     guardrail_since: Float | None = None
+    quality_since: Float | None = None
     identity: Annotated[str, StringConstraints(max_length=128)] | None = None
     attempt_started_at: Float | None = None
 

@@ -89,9 +89,11 @@ def guardrail_window_s(plan: Plan, state: RolloutState, now: float) -> float:
 def quality_window_s(plan: Plan, state: RolloutState, now: float) -> float:
     """The quality check's range: ``quality.window_s``, but never reaching back before this
     attempt's first step (a retried candidate is not judged on the previous attempt's
-    evidence)."""
+    evidence) nor across the last failed quality check (a window spanning a Prometheus outage
+    read a Hit@5 proxy of 54% for a 70% candidate: counters resumed unevenly after the gap)."""
     window = plan.quality.window_s
-    start = state.attempt_started_at
+    starts = [t for t in (state.attempt_started_at, state.quality_since) if t is not None]
+    start = max(starts) if starts else None
     if start is not None and start <= now:
         window = min(window, max(1.0, float(math.floor(now - start))))
     return window
@@ -267,6 +269,7 @@ def _run_check(
     return out, replace(
         state, last_quality_at=now, last_quality_verdict=out.verdict,
         last_quality_reason=out.summary,
+        quality_since=now if out.verdict is Verdict.ERROR else state.quality_since,
     )
 
 

@@ -390,6 +390,7 @@ class RolloutState:
     guardrail_since: float | None = None  # start of the next guardrail window (last judged)
     identity: str = ""  # Plan.identity when this attempt started
     attempt_started_at: float | None = None  # step 1 of this attempt: evidence starts here
+    quality_since: float | None = None  # last quality error (Prometheus down): evidence after it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (enums as their values)."""
