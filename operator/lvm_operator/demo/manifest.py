@@ -13,6 +13,12 @@ from lvm_operator.devstack.tools import REPO_ROOT
 from . import artifacts
 
 EXAMPLE = REPO_ROOT / "examples" / "local-fast.yaml"
+#: Each version stays on its node pool whatever its role: a promoted candidate that moved to the
+#: champion's pool in the next rollout would be redeployed (a new replica, torch and all) while
+#: it serves every request, and clients would wait for it (10 s timeouts on a busy machine).
+NODE_POOLS = {artifacts.CHAMPION.version: "pool_a10",
+              artifacts.GOOD_CANDIDATE.version: "pool_a100",
+              artifacts.SLOW_CANDIDATE.version: "pool_a10"}
 NAMESPACE = "default"
 NAME = "lvm-demo"
 APPLICATION = "lvm"
@@ -36,8 +42,8 @@ def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: arti
     manifest = yaml.safe_load(EXAMPLE.read_text())
     manifest["metadata"] = {"name": NAME, "namespace": NAMESPACE}
     spec = manifest["spec"]
-    for role, art, pool in (("champion", champion, "pool_a10"),
-                            ("candidate", candidate, "pool_a100")):
+    for role, art in (("champion", champion), ("candidate", candidate)):
+        pool = NODE_POOLS.get(art.version, "pool_a10" if role == "champion" else "pool_a100")
         spec[role] = {
             "version": art.version, "checkpoint": art.checkpoint_uri,
             "sha256": art.checkpoint_sha256, "family": art.family,
