@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import os
@@ -109,20 +108,16 @@ def cpu_hog(processes: int = 2) -> Iterator[list[subprocess.Popen]]:
             hog.wait(10)
 
 
-def assert_failed_requests_bounded(out: str) -> None:
-    """No request may fail with an HTTP error; client timeouts (10 s) at most 1% of those sent.
+def assert_no_failed_requests(out: str) -> None:
+    """Every request the demo's clients sent was answered: no HTTP error, no client timeout.
 
-    KNOWN DEFECT, not hidden: on two cores a few requests occasionally wait over 10 s while a
-    rollout changes the Serve config (seen in 3 of 6 recent demo runs, 6-16 of ~2,600
-    requests); the cause is not found yet. The demo's summary prints them."""
+    (Timeouts seen earlier came from the second rollout pointing at another copy of the same
+    concept bank: its new URI made Serve rebuild the router and the serving champion, one
+    replica each, and clients waited for the new replicas.)"""
     sent = int(re.search(r"requests sent\s+(\d+)", out).group(1))
     failed = re.search(r"requests failed\s+(\{.*?\}|0)", out, re.S)
     assert failed is not None, out[-3000:]
-    if failed.group(1) == "0":
-        return
-    counts = ast.literal_eval(re.sub(r"\s+", " ", failed.group(1)))
-    assert all("Timeout" in kind for kind in counts), counts  # never an HTTP error status
-    assert sum(counts.values()) <= 0.01 * sent, (counts, sent)
+    assert sent > 0 and failed.group(1) == "0", (failed.group(1), sent)
 
 
 def run_demo_and_check(run_dir: Path) -> str:
@@ -142,7 +137,7 @@ def run_demo_and_check(run_dir: Path) -> str:
     rolled = [line for line in out.splitlines() if line.startswith("Warning   RolledBack")]
     assert rolled and "P95" in rolled[0] and "> 10 ms" in rolled[0], rolled
     assert "slower than the champion" in rolled[0], rolled
-    assert_failed_requests_bounded(out)
+    assert_no_failed_requests(out)
     report = run_dir / "report"
     assert (report / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     page = (report / "report.html").read_text()

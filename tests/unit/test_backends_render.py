@@ -79,6 +79,26 @@ def test_render_is_deterministic_and_order_insensitive():
     assert dump_serve_config({"applications": a}) == dump_serve_config({"applications": b})
 
 
+def test_next_rollout_rebuilds_nothing_that_serves():
+    """Serve rebuilds an application (new replicas, old ones stopped first) when its args or
+    import path change; only the router's user_config (a live reconfigure) may change when the
+    promoted candidate becomes the champion of the next rollout."""
+    v2 = VersionSpec("v2", "file:///ckpt/v2.pt", SHA, "memory_gru", 500, node_pool="pool_a100")
+    v3 = VersionSpec("v3", "file:///ckpt/v3.pt", SHA, "memory_gru", 100, node_pool="pool_a10")
+    before = {a["name"]: a for a in render_applications(app_spec())}
+    after = {a["name"]: a for a in render_applications(AppSpec(
+        application="lvm", concept_bank_uri="file:///bank.npz",
+        router=RouterConfig(rollout="ml/lvm", champion="v2", candidate="v3",
+                            candidate_weight=0, mode=RoutingMode.WEIGHTED),
+        versions=(v2, v3)))}
+    frozen = ("args", "import_path", "route_prefix")
+    for name in ("lvm", "lvm--v2"):
+        assert {k: before[name][k] for k in frozen} == {k: after[name][k] for k in frozen}
+    assert before["lvm--v2"]["deployments"] == after["lvm--v2"]["deployments"]
+    assert before["lvm"]["deployments"][0]["user_config"] != \
+        after["lvm"]["deployments"][0]["user_config"]
+
+
 def test_serve_config_dump_is_sorted_and_round_trips():
     config = {"http_options": {"port": 8000}, "applications": render_applications(app_spec())}
     text = dump_serve_config(config)

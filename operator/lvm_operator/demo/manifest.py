@@ -37,8 +37,15 @@ class DemoOptions:
 
 
 def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: artifacts.Artifact,
-                     options: DemoOptions) -> dict:
-    """The fast local example, pointed at this stack and these model versions."""
+                     options: DemoOptions, shared: artifacts.Artifact | None = None) -> dict:
+    """The fast local example, pointed at this stack and these model versions.
+
+    The concept bank and the eval set come from ``shared`` (default: the champion) and must stay
+    the same across the demo's rollouts: the bank's URI is in every Serve application's args, so
+    a new URI, even for the same bytes, makes Serve rebuild the router and the serving champion,
+    and with one replica each, clients wait for the new replicas to start.
+    """
+    shared = shared or champion
     manifest = yaml.safe_load(EXAMPLE.read_text())
     manifest["metadata"] = {"name": NAME, "namespace": NAMESPACE}
     spec = manifest["spec"]
@@ -52,7 +59,7 @@ def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: arti
             # import, model load) slows the running one and muddies the latency story.
             "replicas": {"min": 1, "max": 1},
         }
-    spec["conceptBank"] = {"uri": champion.bank_uri, "sha256": champion.bank_sha256}
+    spec["conceptBank"] = {"uri": shared.bank_uri, "sha256": shared.bank_sha256}
     spec["steps"] = [{"weight": w, "duration": f"{options.step_seconds}s"}
                      for w in options.weights]
     spec["analysis"]["guardrails"]["interval"] = options.guardrail_interval
@@ -72,5 +79,5 @@ def rollout_manifest(stack: Stack, champion: artifacts.Artifact, candidate: arti
                      "application": APPLICATION}
     # The pre-rollout gate: the candidate is evaluated on the held-out eval set (the train
     # command wrote it; every version shares it) before it gets any traffic.
-    spec["evaluation"] = {"evalSet": {"uri": champion.eval_uri, "sha256": champion.eval_sha256}}
+    spec["evaluation"] = {"evalSet": {"uri": shared.eval_uri, "sha256": shared.eval_sha256}}
     return manifest

@@ -82,7 +82,7 @@ def run_demo(run_dir: Path, keep: bool, console: Console,
         # Scenario 2: a slower candidate is rolled back by the latency guardrail.
         scenario2 = f"{good.version} → {slow.version}"
         console.rule(f"[bold]scenario 2: {scenario2}")
-        manifest = rollout_manifest(stack, good, slow, options)
+        manifest = rollout_manifest(stack, good, slow, options, shared=champion)
         print(kubectl(stack, "apply", "-f", "-", input=yaml.safe_dump(manifest)).strip())
         t1 = recorder.now()
         final = watch_until(api, reader, recorder, scenario2, {"RolledBack", "Failed"},
