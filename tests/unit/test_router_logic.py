@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import random
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_user_bucket_is_stable_across_processes():
     # Python's hash() is salted per process; the bucket must not be.
     code = "from lvm_serving.router import user_bucket; print(user_bucket('alice'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONHASHSEED": "123"}).stdout
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
     assert int(out) == user_bucket("alice")
     buckets = [user_bucket(f"u{i}") for i in range(10_000)]
     assert min(buckets) == 0 and max(buckets) == 99
