@@ -100,16 +100,31 @@ class Router:
         return handle
 
     async def _call(self, version: str, payload: dict) -> dict:
-        response = self._handle(version).predict.remote(payload)
+        """Send one request to ``version``, counting it as an attempt of that version.
 
-        async def wait() -> dict:
-            return await response
-
+        The router counts requests (not the version): a version that is down or never
+        answers then has attempts and errors, an error rate the guardrail can judge, instead
+        of no traffic at all ("no data" would hold it for maxHold instead of rolling back).
+        """
+        labels = (payload["rollout"], version, payload["lane"], bool(payload["shadow"]))
+        self.metrics.inc(mc.REQUESTS, tags(*labels))
+        response = None
         try:
+            response = self._handle(version).predict.remote(payload)
+
+            async def wait() -> dict:
+                return await response
+
             return await asyncio.wait_for(wait(), self.timeout_s)
         except TimeoutError:
-            with contextlib.suppress(Exception):
-                response.cancel()
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.cancel()
+            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.TIMEOUT)))
+            raise
+        except Exception:  # not deployed (KeyError: does not exist), replica died, ...
+            self.handles.pop(version, None)  # look it up afresh next time
+            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.EXCEPTION)))
             raise
 
     # ---- HTTP ------------------------------------------------------------------------------
@@ -178,17 +193,13 @@ class Router:
                                                       shadow_payload))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        labels = (config.rollout, route.version, req.lane, False)
         try:
             out = await asyncio.shield(main)
-        except TimeoutError:
-            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.TIMEOUT)))
+        except TimeoutError:  # counted by _call
             return error(504, "timeout", f"version {route.version} did not answer within "
                          f"{self.timeout_s:g}s (is application "
                          f"{version_app_name(self.application, route.version)!r} deployed?)")
-        except Exception as exc:  # not deployed (KeyError: does not exist), replica died, ...
-            self.handles.pop(route.version, None)  # look it up afresh next time
-            self.metrics.inc(mc.ERRORS, with_reason(*labels, str(mc.ErrorReason.EXCEPTION)))
+        except Exception as exc:  # counted by _call
             logger.warning("version %s unreachable: %r", route.version, exc)
             app = version_app_name(self.application, route.version)
             return error(503, "exception", f"version {route.version} is unavailable "
@@ -238,7 +249,7 @@ class Router:
         try:
             shadow_out, main_out = await asyncio.gather(self._call(version, payload),
                                                         asyncio.shield(main))
-        except Exception as exc:  # the candidate's own errors are counted by the candidate
+        except Exception as exc:  # counted against the version by _call
             logger.debug("shadow request to %s failed: %r", version, exc)
             return
         if "error" in shadow_out or "error" in main_out:

@@ -122,8 +122,7 @@ class VersionModel:
         received = time.perf_counter()
         rollout = req.get("rollout", "")
         labels = (rollout, self.version, req.get("lane", -1), bool(req.get("shadow")))
-        common = tags(*labels)
-        self.metrics.inc(mc.REQUESTS, common)
+        common = tags(*labels)  # requests (attempts) are counted by the router that sent it
         context = req["context"]
         if len(context) > self.context_length and req.get("truncate"):
             context = context[-self.context_length:]  # the most recent vectors

@@ -343,3 +343,43 @@ def test_standby_operator_takes_over_when_the_leader_dies(env):
         standby.stop()
         if env.operator.proc is None or env.operator.proc.poll() is not None:
             env.operator.start()
+
+
+def _gone(env: Env, ns: str) -> bool:
+    out = env.kube.kubectl("get", "lvmrollout", "-n", ns, "-o", "json")
+    return not json.loads(out.stdout)["items"]
+
+
+def test_deleting_mid_rollout_reverts_first_and_waits_for_the_operator(env):
+    """Issue 17 #3 (Flagger's revertOnDeletion), what the operator asks the FAKE recording
+    backend: deleted at 50% while no operator runs, the object stays (the finalizer waits);
+    the operator back, all traffic goes to the champion and the candidate's application is
+    removed, and only then is the object gone."""
+    ns, rollout = start_rollout(env, [(50, "120s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("candidateWeight") == 50, "step 1 at 50%", 30)
+    eventually(lambda: env.applies(rollout) and env.applies(rollout)[-1]["weight"] == 50, 10,
+               "50% applied")
+    env.operator.kill()
+    try:
+        env.kube.kubectl("delete", "lvmrollout", "lvm", "-n", ns, "--wait=false")
+        time.sleep(2.0)
+        held = env.get(ns)
+        assert held["metadata"].get("deletionTimestamp"), held["metadata"]
+        assert env.applies(rollout)[-1]["weight"] == 50  # nothing happened without an operator
+    finally:
+        env.operator.start()
+    eventually(lambda: _gone(env, ns), 30, "the rollout gone after the revert")
+    last = env.applies(rollout)[-1]
+    assert (last["champion"], last["candidate"], last["weight"]) == (CHAMPION, None, 0)
+    assert list(last["replicas"]) == [CHAMPION]
+
+
+def test_deleting_a_finished_rollout_leaves_serving_alone(env):
+    ns, rollout = start_rollout(env, [(100, "1s")])
+    env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 30)
+    eventually(lambda: CHAMPION not in env.applies(rollout)[-1]["replicas"], 15,
+               "the old champion removed after its warm period")
+    applied = len(env.applies(rollout))
+    env.kube.kubectl("delete", "lvmrollout", "lvm", "-n", ns, "--wait=true", "--timeout=30s")
+    assert _gone(env, ns)
+    assert len(env.applies(rollout)) == applied  # the promoted version keeps serving

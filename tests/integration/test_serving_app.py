@@ -408,6 +408,26 @@ def test_a_version_app_added_later_is_found_by_name(served):
                what="'late' answers through the router", interval_s=1)
 
 
+def test_a_version_that_never_answers_has_attempts_and_errors(served, prometheus):
+    """The router counts each request it routes (an attempt) and each failure to get an
+    answer, so a candidate that is down has an error rate of 100%, not "no traffic"."""
+    config = served.serve_config(_spec(served.trained, candidate_weight=100))
+    config["applications"][0]["deployments"][0]["user_config"]["candidate"] = "ghost"
+    served.put(config)
+    try:
+        eventually(lambda: served.healthz().get("config", {}).get("candidate") == "ghost",
+                   timeout_s=90, what="router routes to 'ghost'")
+        codes = [served.predict(seed=i).status_code for i in range(6)]
+        assert codes == [503] * 6, codes
+        ghost = f'rollout="{ROLLOUT}",version="ghost",shadow="false"'
+        wait_for_series(prometheus, f'sum({{__name__=~"{mc.exported_series(mc.REQUESTS)}",'
+                                    f'{ghost}}}) >= 6', timeout_s=60)
+        wait_for_series(prometheus, f'sum({{__name__=~"{mc.exported_series(mc.ERRORS)}",'
+                                    f'{ghost},reason="exception"}}) >= 6', timeout_s=60)
+    finally:
+        served.apply()
+
+
 def test_metrics_reach_prometheus_with_the_contract_labels(served, prometheus):
     common = f'rollout="{ROLLOUT}"'
     expect = [

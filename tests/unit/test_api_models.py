@@ -51,7 +51,8 @@ MINIMAL_DEFAULTED_SPEC = {
     "analysis": {
         "guardrails": {"interval": "30s", "consecutiveBreaches": 2, "minSamples": 100,
                        "latencyVsChampion": True, "latencyMargin": 0.10},
-        "quality": {"interval": "5m", "window": "1h", "minRequests": 1000},
+        "quality": {"interval": "5m", "window": "1h", "minRequests": 1000,
+                    "unjudgedLanes": "hold"},
         "success": {
             "hit5ProxyMin": 0.60,
             "p95LatencyMs": 5,
@@ -67,12 +68,14 @@ MINIMAL_DEFAULTED_SPEC = {
             "laneFailure": True,
         },
         "onNoData": {"action": "hold", "maxHold": "1h"},
+        "onInconclusive": {"action": "pause", "maxHold": "1h"},
         "laneHealth": {"interval": "24h", "window": "24h", "maxBelowOverall": 0.15,
                        "minFeedback": 100},
     },
     "prometheus": {"url": "http://127.0.0.1:9090"},
     "serve": {"backend": "rayDashboard", "url": "http://127.0.0.1:8265", "application": "lvm"},
     "paused": False,
+    "progressDeadline": "10m",
     "promotion": {"keepChampionWarmFor": "1h"},
 }
 

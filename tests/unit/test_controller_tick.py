@@ -71,6 +71,7 @@ class Rollout:
         self.done: set[str] = set()
         self.started: list[str] = []
         self._running: dict[str, float] = {}
+        self.observed = None  # what the backend reports live (None: cannot tell)
 
     @property
     def status(self) -> dict:
@@ -104,6 +105,7 @@ class Rollout:
                 quality=window if Check.QUALITY in p.checks else None),
             lane=window if p.lane_check is not None else None,
             evaluations=tuple(self.answer(r.version, r.key) for r in p.evaluation_requests),
+            serving=self.observed,
         )
         out = tick(p, seen)
         if out.apply is not None:
@@ -468,3 +470,106 @@ def test_an_out_of_band_change_of_the_live_config_is_put_back():
     assert any("none of its applications is deployed" in e.message for e in out.events)
     # A backend that cannot tell changes nothing.
     assert tick(p, Seen(serving=ObservedApp(p.application, AppStatus.UNKNOWN))).apply is None
+
+
+def test_inconclusive_past_its_limit_pauses_for_a_person_until_resumed():
+    """P95 7 ms sits between success (< 5 ms) and rollback (> 10 ms) for ever: after the
+    first step's 10 s dwell plus onInconclusive.maxHold 20 s the operator pauses the rollout
+    (recorded like kubectl lvm pause), says why in the Progressing condition and a Warning
+    Event, and kubectl lvm resume continues it."""
+    r = Rollout()
+    r.obj["spec"]["analysis"]["onInconclusive"] = {"action": "pause", "maxHold": "20s"}
+    r.candidate = VersionMetrics(**{**GOOD, "p95_latency_seconds": 0.007})
+    r.tick()
+    start = r.t
+    while r.status.get("phase") != "Paused" and r.t - start < 60:
+        r.t += 2.0
+        r.tick()
+    assert r.status["phase"] == "Paused", r.status.get("message")
+    assert 30.0 <= r.t - start <= 34.0  # 10 s dwell + 20 s, checked every 2 s
+    progressing = conditions(r)["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "InconclusiveTimeout")
+    assert "inconclusive for 20s" in progressing["message"] and "P95" in progressing["message"]
+    assert r.reasons().count("InconclusiveTimeout") == 1
+    assert r.status["serving"]["manualPause"] is True
+    r.t += 60.0
+    r.tick()  # still paused, still saying why; nothing new to tell
+    assert r.status["phase"] == "Paused" and r.reasons().count("InconclusiveTimeout") == 1
+    assert conditions(r)["Progressing"]["reason"] == "InconclusiveTimeout"
+    r.command("resume", "c-resume")
+    r.t += 1.0
+    r.tick()
+    assert r.status["lastCommand"]["result"] == "accepted", r.status["lastCommand"]
+    assert r.status["phase"] == "Progressing"
+    assert "pauseReason" not in r.status["serving"] and "manualPause" not in r.status["serving"]
+
+
+def test_deletion_mid_rollout_sends_all_traffic_to_the_champion_finished_leaves_it():
+    """Flagger's revertOnDeletion: deleted at step 2 (50%), the champion alone is served
+    (candidate application gone, weight 0); a promoted or rolled-back rollout is left alone."""
+    from lvm_operator.controller.deletion import plan_deletion
+
+    r = Rollout()
+    r.tick()
+    r.t += 11.0
+    r.tick()  # dwell 10 s passed with passing checks: step 2
+    assert r.status["candidateWeight"] == 50
+    d = plan_deletion(r.obj, r.t)
+    assert d.app is not None and d.app.router.candidate is None
+    assert d.app.router.candidate_weight == 0
+    assert [v.version for v in d.app.versions] == [CHAMPION]
+    assert "all traffic to champion" in d.reason
+    for phase_after in ("RolledBack", "Promoted"):
+        done = Rollout()
+        done.tick()
+        if phase_after == "RolledBack":
+            done.candidate = VersionMetrics(**{**GOOD, "error_rate": 0.05})
+        while done.status.get("phase") not in ("RolledBack", "Promoted"):
+            done.t += 11.0
+            done.tick()
+        assert done.status["phase"] == phase_after
+        assert plan_deletion(done.obj, done.t).app is None
+    assert plan_deletion({"metadata": {"namespace": "ml", "name": "x"}, "spec": {}}, 0.0).app \
+        is None  # invalid: nothing was served from it
+
+
+def test_a_candidate_that_fails_to_start_gets_no_traffic_then_is_rolled_back():
+    """Issue 17 #1: Serve reports the candidate DEPLOY_FAILED (a checkpoint that fails its
+    sha256): it gets no traffic, the step's dwell waits for it, CandidateReady=False and one
+    Warning Event quote Serve's last line; past progressDeadline (30 s) the rollout is rolled
+    back with that reason."""
+    from lvm_operator.backends import AppStatus, ObservedApp, ObservedVersion
+
+    r = Rollout(progressDeadline="30s")
+    failed = ObservedApp("lvm", AppStatus.DEPLOY_FAILED, versions={
+        CHAMPION: ObservedVersion(CHAMPION, 1, 1, status="RUNNING"),
+        CANDIDATE: ObservedVersion(CANDIDATE, 1, 0, status="DEPLOY_FAILED", message=(
+            "Traceback (most recent call last):\n  File x\nValueError: checkpoint sha256 "
+            "mismatch: expected ab..., got cd...\n"))})
+    r.observed = failed
+    r.tick()
+    start = r.t
+    while r.status.get("phase") != "RolledBack" and r.t - start < 60:
+        assert not r.applied or r.applied[-1].router.candidate_weight == 0
+        r.t += 2.0
+        r.tick()
+        if r.t - start < 30:
+            assert r.status["decisionState"]["stepStartedAt"] == r.t  # the dwell waits
+    assert 30.0 <= r.t - start <= 32.0, r.t - start
+    ready = conditions(r)["CandidateReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "CandidateNotReady")
+    assert ready["message"] == (f"Serve reports {CANDIDATE}'s application DEPLOY_FAILED: "
+                                "ValueError: checkpoint sha256 mismatch: expected ab..., got "
+                                "cd...")
+    assert r.reasons().count("CandidateNotReady") == 1
+    assert r.reasons()[-1] == "RolledBack"
+    assert "not running within progressDeadline 30s" in r.status["message"]
+    assert r.status["history"][-1]["outcome"] == "rolledBack"
+    last = r.applied[-1]
+    assert last.router.candidate is None and last.router.champion == CHAMPION
+    # Serve recovers later: the condition says so; the rollback stands
+    r.observed = None
+    r.t += 2.0
+    r.tick()
+    assert conditions(r)["CandidateReady"]["status"] == "True"
+    assert r.status["phase"] == "RolledBack"

@@ -257,6 +257,37 @@ def test_lanes_without_champion_evidence_do_not_block():
     assert r.verdict is N and "not compared" in r.detail
 
 
+@pytest.mark.parametrize(
+    ("cand_lane", "champ_lane", "hold", "expected", "why"),
+    [
+        # lane_min = 100 feedback events on both versions (decision_fixtures)
+        ((250.0, 50.0, 0.30), (2000.0, 400.0, 0.66), True, N,
+         "issue 15 #11: 50 < 100 events, 55% below the champion's lane: not judged, so hold"),
+        ((250.0, 50.0, 0.30), (2000.0, 400.0, 0.66), False, P,
+         "unjudgedLanes: report: named in the results, the check passes on the rest"),
+        ((250.0, 150.0, 0.60), (400.0, 60.0, 0.66), True, N,
+         "the champion's lane has traffic but 60 < 100 events: hold until it has them"),
+        ((250.0, 150.0, 0.60), (0.0, 0.0, None), True, P,
+         "the champion's lane has no traffic (the 100% step): it cannot catch up, report only"),
+        ((0.0, 0.0, None), (2000.0, 400.0, 0.66), True, P,
+         "a lane the candidate never served is not a lane that carries its traffic"),
+        ((250.0, 150.0, 0.60), (2000.0, 400.0, 0.66), True, P,
+         "judged: (0.66 - 0.60) / 0.66 = 9.1% below <= 20%"),
+    ],
+)
+def test_unjudged_lanes_hold_when_configured(cand_lane, champ_lane, hold, expected, why):
+    def lane(requests, feedback, hit5):
+        return LaneMetrics(requests=requests, feedback=feedback, hit5_proxy=hit5)
+
+    p = plan(quality=QualityPolicy(interval_s=100.0, window_s=600.0, min_requests=1000,
+                                   lane_min_requests=100, hold_unjudged_lanes=hold))
+    out = assess_quality(p, window({"lanes": {"3": lane(*cand_lane)}},
+                                   {"lanes": {"3": lane(*champ_lane)}}))
+    assert out.verdict is expected, (why, out.summary)
+    if expected is N:
+        assert "lane 3" in out.summary and "100" in out.summary, out.summary
+
+
 def test_lane_min_defaults_to_min_requests():
     assert QualityPolicy(min_requests=1000).lane_min == 1000
     assert QualityPolicy(min_requests=1000, lane_min_requests=50).lane_min == 50
@@ -374,3 +405,14 @@ def test_a_long_reason_still_fits_the_status():
     ds = state_to_status(RolloutState(last_guardrail_reason="x" * 5000))
     assert isinstance(ds, DecisionState) and len(ds.last_guardrail_reason) == 1024
     assert ds.last_guardrail_reason.endswith("...")
+
+
+def test_a_candidate_that_never_answers_is_a_breach_not_no_data():
+    """Issue 15 #1: the router counts attempts, so a down candidate has requests (40) and
+    errors (40/40 = 100% > 1%) but no latency or empty-hit samples: the error rate breaches;
+    the unmeasured latency does not turn it into noData."""
+    down = window({"requests": 40.0, "error_rate": 40 / 40, "p95_latency_seconds": None,
+                   "empty_hit_rate": None}, {})
+    out = assess_guardrails(plan(), down)
+    assert out.verdict is B
+    assert "error rate" in out.summary and "100%" in out.summary, out.summary

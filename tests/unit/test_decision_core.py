@@ -18,6 +18,7 @@ from lvm_operator.decision import (
     Action,
     Check,
     GuardrailPolicy,
+    InconclusiveAction,
     NoDataAction,
     Observations,
     Phase,
@@ -302,6 +303,63 @@ def test_no_max_hold_never_raises():
     p = plan(max_hold_s=None)
     decisions = run_until(p, started(p), 0.0, 3000.0, quality=THIN)
     assert {d.action for _, d in decisions} == {Action.HOLD}
+
+
+# --- inconclusive past its limit (issue 15 #10) -----------------------------------------------
+
+
+def test_inconclusive_after_the_dwell_pauses_for_a_person_then_resumes():
+    """Guardrails inconclusive (P95 7 ms: not < 5 ms, not > 10 ms) all along; dwell ends at
+    1000 s, the limit is 300 s: first inconclusive hold after the dwell at 1000 s, so the
+    pause comes at 1000 + 300 = 1300 s, saying which check and by how much."""
+    p = plan(max_inconclusive_s=300.0)
+    s = started(p)
+    seen = {}
+    for t, d in run_until(p, s, 0.0, 1300.0, guard=GUARD["I"]):
+        seen[t] = d
+        s = d.state
+    assert seen[990.0].state.inconclusive_since is None  # during the dwell: a normal hold
+    assert seen[1000.0].action is Action.HOLD and seen[1000.0].state.inconclusive_since == 1000.0
+    assert seen[1290.0].action is Action.HOLD
+    d = seen[1300.0]
+    assert d.action is Action.PAUSE
+    assert d.state.phase is Phase.PAUSED and d.state.paused_at == 1300.0
+    assert d.reason.startswith("paused at step 1/4 (candidate 10%, shadow) for a person: "
+                               "inconclusive for 5m after the step's dwell (limit 5m): "
+                               "guardrails: "), d.reason
+    assert "P95 7 ms" in d.reason and "kubectl lvm resume" in d.reason, d.reason
+    # the operator records the pause (plan.paused); guardrails stay armed while paused
+    paused = replace(p, paused=True)
+    b = decide(paused, d.state, Observations(GUARD["B"](), good()), 1310.0)
+    b = decide(paused, b.state, Observations(GUARD["B"](), good()), 1320.0)
+    assert b.action is Action.ROLLBACK
+    # resumed instead: a full limit again before the next pause
+    r = decide(p, d.state, Observations(GUARD["I"](), good()), 1400.0)
+    assert r.action is Action.HOLD and r.state.phase is Phase.PROGRESSING
+    assert r.state.inconclusive_since == 1400.0
+    assert decide(p, r.state, Observations(GUARD["I"](), good()), 1690.0).action is Action.HOLD
+
+
+@pytest.mark.parametrize(
+    ("guard", "limit", "action", "expected", "why"),
+    [
+        ("I", 300.0, InconclusiveAction.ROLLBACK, Action.ROLLBACK,
+         "rollback: not proven good within the limit"),
+        ("I", None, InconclusiveAction.PAUSE, Action.HOLD, "no limit: hold forever"),
+        ("N", 300.0, InconclusiveAction.PAUSE, Action.NO_DATA_TIMEOUT,
+         "no data is not inconclusive: its own clock (noData from 10 s + max hold 600 s)"),
+        ("P", 300.0, InconclusiveAction.PAUSE, Action.ADVANCE, "passing: advances at 1000 s"),
+    ],
+)
+def test_inconclusive_limit_table(guard, limit, action, expected, why):
+    p = plan(max_inconclusive_s=limit, on_inconclusive=action)
+    s = started(p)
+    last = None
+    for _, d in run_until(p, s, 0.0, 1300.0, guard=GUARD[guard]):
+        last = d
+        if d.action is not Action.HOLD:
+            break
+    assert last is not None and last.action is expected, why
 
 
 def test_prometheus_error_holds_and_keeps_the_streak():

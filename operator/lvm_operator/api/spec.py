@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from ..decision.model import InconclusiveAction
 from .base import ApiModel, Bool, Float, Int, Rule
 from .durations import (
     DURATION_MAX_LENGTH,
@@ -327,6 +328,11 @@ class Guardrails(ApiModel):
         return duration_seconds(self.interval)
 
 
+class UnjudgedLanes(StrEnum):
+    HOLD = "hold"
+    REPORT = "report"
+
+
 class Quality(ApiModel):
     """Slow checks on accumulated evidence: Hit@5 proxy and per-lane deltas vs the champion."""
 
@@ -339,6 +345,15 @@ class Quality(ApiModel):
         ge=0,
         le=1_000_000_000,
         description="Fewest requests per version in the window before a verdict; fewer is noData.",
+    )
+    unjudged_lanes: UnjudgedLanes = Field(
+        UnjudgedLanes.HOLD,
+        description=(
+            "A lane that carries candidate traffic but has too little feedback (on either "
+            "version) to be compared with the champion's same lane. hold: the quality check is "
+            "noData and names the lanes, so the step does not advance until every such lane is "
+            "judged (onNoData applies). report: name them, and judge the rest."
+        ),
     )
 
     @property
@@ -410,6 +425,29 @@ class OnNoData(ApiModel):
         return duration_seconds(self.max_hold)
 
 
+class OnInconclusive(ApiModel):
+    """What to do when, after a step's dwell, checks keep landing between the success criteria
+    and the rollback triggers (neither pass nor breach)."""
+
+    action: InconclusiveAction = Field(
+        InconclusiveAction.PAUSE,
+        description=(
+            "pause: pause the rollout for a person (phase Paused, the Progressing condition "
+            "and a Warning Event say which checks and by how much; kubectl lvm resume, promote "
+            "or abort). rollback: serve the champion (the candidate was not proven good in "
+            "time)."
+        ),
+    )
+    max_hold: PositiveDuration = Field(
+        "1h",
+        description="How long a step may stay inconclusive after its dwell. " + _DURATION_HELP,
+    )
+
+    @property
+    def max_hold_seconds(self) -> float:
+        return duration_seconds(self.max_hold)
+
+
 class LaneHealth(ApiModel):
     """The seed's daily lane check on production metrics: each lane's Hit@5 proxy against its
     version's overall. Flags go to ``status.laneHealth``, the LanesDegraded condition and the
@@ -452,6 +490,8 @@ class Analysis(ApiModel):
     success: SuccessCriteria = _nested(SuccessCriteria, "Criteria to advance and promote.")
     rollback: RollbackTriggers = _nested(RollbackTriggers, "Triggers that roll back at once.")
     on_no_data: OnNoData = _nested(OnNoData, "Behaviour without data.")
+    on_inconclusive: OnInconclusive = _nested(
+        OnInconclusive, "Behaviour when checks stay inconclusive after a step's dwell.")
     lane_health: LaneHealth = _nested(LaneHealth, "Daily per-lane health check.")
 
     cel_rules = (
@@ -679,6 +719,15 @@ class LVMRolloutSpec(ApiModel):
     serve: Serve = Field(description="Where the Serve application is applied.")
     paused: Bool = Field(
         False, description="Hold the rollout at its current step until this is false again."
+    )
+    progress_deadline: PositiveDuration = Field(
+        "10m",
+        description=(
+            "How long the candidate's application may take to run before it gets traffic "
+            "(Flagger's progressDeadlineSeconds). It gets no traffic until Serve reports it "
+            "RUNNING; past this deadline the rollout is rolled back with Serve's reason. "
+            + _DURATION_HELP
+        ),
     )
     promotion: Promotion = _nested(Promotion, "What happens at promotion.")
     evaluation: Evaluation | None = Field(

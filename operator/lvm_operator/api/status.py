@@ -182,7 +182,16 @@ class Serving(ApiModel):
         None, description="Old champion kept warm after a promotion (no traffic)."
     )
     retiring_until: datetime | None = Field(None, description="When the old champion is removed.")
-    manual_pause: Bool | None = Field(None, description="Paused by a command (kubectl lvm pause).")
+    manual_pause: Bool | None = Field(
+        None, description="Paused by a command (kubectl lvm pause) or by the operator for a "
+        "person (checks inconclusive past analysis.onInconclusive.maxHold); kubectl lvm resume "
+        "continues.")
+    pause_reason: Text | None = Field(
+        None, description="Why the operator paused the rollout for a person (unset when paused "
+        "by a command).")
+    candidate_waiting_since: datetime | None = Field(
+        None, description="Since when the candidate's application is deployed but not running "
+        "(it gets no traffic); rolled back after spec.progressDeadline.")
     config_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         None, description="Hash of the Serve config last applied."
     )
@@ -214,6 +223,7 @@ class DecisionState(ApiModel):
     no_data_raised: Bool | None = None
     guardrail_since: Float | None = None
     quality_since: Float | None = None
+    inconclusive_since: Float | None = None
     identity: Annotated[str, StringConstraints(max_length=128)] | None = None
     attempt_started_at: Float | None = None
 

@@ -33,6 +33,7 @@ from lvm_serving.contracts.serve_config import (
 )
 
 from ..api import DecisionState, HistoryEntry, LVMRolloutSpec, ModelVersion, Serving
+from ..api.spec import UnjudgedLanes
 from ..decision import (
     GuardrailPolicy,
     NoDataAction,
@@ -117,6 +118,7 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
             window_s=a.quality.window_seconds,
             min_requests=a.quality.min_requests,
             lane_min_requests=lane_min_requests(a.quality.min_requests),
+            hold_unjudged_lanes=a.quality.unjudged_lanes is UnjudgedLanes.HOLD,
         ),
         success=Thresholds(
             hit5_proxy_min=a.success.hit5_proxy_min,
@@ -134,6 +136,8 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
         ),
         on_no_data=NoDataAction(a.on_no_data.action.value),
         max_hold_s=a.on_no_data.max_hold_seconds,
+        on_inconclusive=a.on_inconclusive.action,
+        max_inconclusive_s=a.on_inconclusive.max_hold_seconds,
         paused=spec.paused or paused,
         fingerprint=fingerprint(spec),
         identity=identity(spec),

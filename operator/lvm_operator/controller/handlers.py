@@ -135,13 +135,21 @@ async def validate_and_wake(body: kopf.Body, namespace: str, name: str, memo: ko
     runtime.waker(namespace, name).set()
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Best effort, no finalizer: a deleted rollout's daemon stops; the Serve app stays (a
-    rollout never removes the traffic it serves; delete the app with the backend if wanted)."""
-    runtime = memo.get("runtime")
-    if runtime is not None:
-        runtime.wakers.pop((namespace, name), None)
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def revert_on_delete(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Deleted mid-rollout: all traffic to the champion and the candidate's application gone
+    before the object is (Kopf's finalizer keeps it until this succeeds, also while no operator
+    runs); a finished rollout leaves serving alone. Failures are retried."""
+    runtime = _runtime(memo)
+    loop = asyncio.get_running_loop()
+    try:
+        why = await loop.run_in_executor(runtime.executor, runtime.reconciler.delete,
+                                         namespace, name)
+    except Exception as e:
+        raise kopf.TemporaryError(f"revert on deletion failed, retrying: "
+                                  f"{type(e).__name__}: {str(e)[:300]}", delay=2) from e
+    log.info("%s/%s deleted: %s", namespace, name, why)
+    runtime.wakers.pop((namespace, name), None)
     METRICS.forget(f"{namespace}/{name}")
 
 

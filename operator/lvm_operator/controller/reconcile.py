@@ -39,6 +39,7 @@ from ..decision import Check, Observations, WindowObservation
 from ..evaluation.runner import EvaluationRunner, Finished, LocalEvaluationRunner, Running
 from ..metrics import METRICS
 from . import adapter
+from .deletion import plan_deletion
 from .kube import KubeAccess
 from .measurements import AnalysisCache
 from .status import WARNING, Event, tick_failed
@@ -97,8 +98,8 @@ class Reconciler:
         ``TickFailed``, a Warning Event) and re-raised for the caller's back-off."""
         with self.lock(namespace, name):
             obj = self.kube.get(namespace, name)
-            if obj is None:
-                return None
+            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                return None  # gone, or going: the deletion handler reverts (see delete())
             try:
                 wait = self._tick(obj)
             except Exception as e:
@@ -106,6 +107,24 @@ class Reconciler:
                 raise
             self._failing.discard((namespace, name))
             return wait
+
+    def delete(self, namespace: str, name: str) -> str:
+        """Revert on deletion (:mod:`.deletion`): apply the champion-only config and check it
+        is in effect. Raises while it is not, so the finalizer keeps the object (retried)."""
+        with self.lock(namespace, name):
+            obj = self.kube.get(namespace, name)  # fresh: the finalizer keeps it readable
+            if obj is None:
+                return "already gone"
+            meta = obj["metadata"]
+            d = plan_deletion(obj, self.clock())
+            if d.app is None or d.spec is None:
+                return d.reason
+            backend = self.backend(meta["namespace"], d.spec)
+            backend.apply(d.app)
+            if backend.verify_applied(d.app) is False:
+                raise RuntimeError("the champion-only Serve config is not in effect yet")
+            self.emit(obj, [Event(WARNING, "RevertedOnDeletion", d.reason)])
+            return d.reason
 
     def _report_failure(self, obj: dict, error: Exception) -> None:
         meta = obj.get("metadata", {})

@@ -69,6 +69,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 NO_DATA = "NoData"
+CANDIDATE_READY = "CandidateReady"
 GATE_PASSED = "GatePassed"
 DRIFTED = "Drifted"
 LANES_DEGRADED = "LanesDegraded"
@@ -109,6 +110,9 @@ class TickResult:
     events: list[Event] = field(default_factory=list)  # from the reconcile (commands...)
     evaluation: EvaluationStatus | None = None  # None: unchanged
     lane_health: LaneHealthStatus | None = None  # None: unchanged
+    # The candidate's application failed to start (Serve's DEPLOY_FAILED/UNHEALTHY, its last
+    # line): it gets no traffic; None: not failing (or not known to be)
+    candidate_not_ready: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,10 @@ def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
         # Not started, and it will not start by itself: not progressing, and why.
         moving = False
         reason = "GateBlocked" if gate.verdict is GateVerdict.BLOCKED else "EvaluationFailed"
+    paused_for = t.serving.pause_reason if t.serving is not None else None
+    if phase is Phase.PAUSED and paused_for:
+        # Paused by the operator for a person: the condition keeps saying why until resumed.
+        reason, message = "InconclusiveTimeout", paused_for
     out.append(_condition(old, PROGRESSING, moving, reason, message, now, gen))
     if t.invalid is not None:
         degraded = (True, "InvalidSpec", t.invalid)
@@ -216,6 +224,13 @@ def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
     else:
         degraded = (False, "AsExpected", "")
     out.append(_condition(old, DEGRADED, *degraded, now, gen))
+    was = old.get(CANDIDATE_READY)
+    if t.candidate_not_ready is not None:
+        out.append(_condition(old, CANDIDATE_READY, False, "CandidateNotReady",
+                              t.candidate_not_ready, now, gen))
+    elif was is not None:  # raised before: say it cleared (and keep saying it)
+        out.append(_condition(old, CANDIDATE_READY, True, "CandidateRunning",
+                              "the candidate's application is not failing", now, gen))
     no_data = old.get(NO_DATA)
     raised = [c for c in (t.decision.conditions if t.decision else ()) if c.type == NO_DATA]
     if raised:
@@ -317,6 +332,7 @@ _ACTION_EVENTS = {
     Action.PROMOTE: (NORMAL, "Promoted"),
     Action.ROLLBACK: (WARNING, "RolledBack"),
     Action.NO_DATA_TIMEOUT: (WARNING, "NoDataTimeout"),
+    Action.PAUSE: (WARNING, "InconclusiveTimeout"),
 }
 
 

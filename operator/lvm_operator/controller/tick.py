@@ -61,6 +61,7 @@ from .evaluations import (
     lane_health_tick,
     plan_evaluations,
 )
+from .readiness import readiness
 from .status import Event, StatusUpdate, TickResult, compute
 from .transitions import (
     CommandRead,
@@ -285,13 +286,26 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         ready = next((c for c in old.conditions if c.type == "Ready"), None)
         if ready is not None and ready.reason == "ServeApplyFailed":
             apply_error = ready.message
+    message = effect.message if effect is not None else None
+    wait = readiness(spec, old, state, serving, seen.serving, held_back is not None, now)
+    state, serving = wait.state, wait.serving
+    events += wait.events
+    history += wait.history
+    if wait.rolled_back is not None:
+        # Past the progress deadline: the champion takes everything, as after any rollback.
+        message = wait.rolled_back
+        app = adapter.app_spec_for(spec, p.key, state, serving,
+                                   [*(old.history or []), *history], now=now)
+        digest = adapter.config_hash(app)
+        to_apply, held_back = app, None
+        serving = _recorded(serving, digest, now)
 
     result = TickResult(
         now=now, generation=p.generation, state=state, plan=plan, decision=decision,
-        serving=serving, apply_error=apply_error,
-        message=effect.message if effect is not None else None, history_add=history,
+        serving=serving, apply_error=apply_error, message=message, history_add=history,
         command=effect.record if effect is not None else None, events=events,
         evaluation=evaluation.status, lane_health=lane_health,
+        candidate_not_ready=wait.not_ready,
     )
     next_at = tuple(t for t in (evaluation.next_at, lane_health.next_check_at
                                 and lane_health.next_check_at.timestamp()) if t is not None)

@@ -106,7 +106,13 @@ def decision_history(d: Decision, spec: LVMRolloutSpec, history: list[HistoryEnt
 
 
 def serving_after(d: Decision, spec: LVMRolloutSpec, serving: Serving, now: float) -> Serving:
-    return promoted(spec, serving, now) if d.action is Action.PROMOTE else serving
+    if d.action is Action.PROMOTE:
+        return promoted(spec, serving, now)
+    if d.action is Action.PAUSE:
+        # The core paused for a person: recorded like kubectl lvm pause, so resume continues.
+        return serving.model_copy(update={"manual_pause": True,
+                                          "pause_reason": adapter.bounded(d.reason)})
+    return serving
 
 
 def retire_expired(serving: Serving, now: float) -> tuple[Serving, list[Event]]:
@@ -140,7 +146,9 @@ def start_for_spec(spec: LVMRolloutSpec, state: RolloutState, serving: Serving |
     serving = serving or Serving(champion=spec.champion.version,
                                  candidate=spec.candidate.version)
     history: list[HistoryEntry] = []
-    who = {"champion": spec.champion.version, "candidate": spec.candidate.version}
+    who: dict = {"champion": spec.champion.version, "candidate": spec.candidate.version}
+    if serving.pause_reason:  # the operator's pause was about the old experiment
+        who |= {"manual_pause": None, "pause_reason": None}
     if state.fingerprint and state.fingerprint != fp and state.phase.finished:
         if state.identity and state.identity == adapter.identity(spec):
             return Start(state, serving, history)  # same models, new plan: stays finished
@@ -252,7 +260,7 @@ def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, servi
         if not serving.manual_pause:
             return done(False, "not paused")
         return done(True, "resumed by command",
-                    sv=serving.model_copy(update={"manual_pause": None}))
+                    sv=serving.model_copy(update={"manual_pause": None, "pause_reason": None}))
     if verb is Verb.PROMOTE:
         if not running or state.current_step is None:
             return done(False, f"nothing to promote in phase {state.phase.value}")

@@ -371,11 +371,13 @@ def _judge_lane(
             return result("lane_failure", err, cand.requests, Verdict.BREACH,
                           f"candidate lane {lane} fails completely: every one of "
                           f"{fmt.count(cand.requests)} requests failed")
+    # A lane with candidate traffic that cannot be compared holds the check when configured.
+    hold = q.hold_unjudged_lanes and (cand.requests > 0 or cand.feedback > 0)
     v = cand.hit5_proxy
     if cand.feedback < need or _missing(v):
         return result("lane_hit5_drop", None, cand.feedback, Verdict.NO_DATA,
-                      f"candidate lane {lane}: {fmt.count(cand.feedback)} feedback events "
-                      f"(need >= {need})", counts=False)
+                      f"candidate lane {lane} not judged: {fmt.count(cand.feedback)} feedback "
+                      f"events (need >= {need})", counts=hold)
     assert v is not None
     if fail_on and v <= 0.0:
         return result("lane_failure", v, cand.feedback, Verdict.BREACH,
@@ -387,7 +389,9 @@ def _judge_lane(
         got = 0.0 if champ is None else champ.feedback
         return result("lane_hit5_drop", None, cand.feedback, Verdict.NO_DATA,
                       f"lane {lane}: champion has {fmt.count(got)} feedback events "
-                      f"(need >= {need}); not compared", counts=False)
+                      f"(need >= {need}); not compared",
+                      # a champion lane with no traffic (the 100% step) cannot catch up: report
+                      counts=hold and champ is not None and champ.requests > 0)
     base = champ.hit5_proxy
     assert base is not None
     if base <= 0.0:

@@ -32,6 +32,9 @@ Order of evaluation in one call:
 8. **Dwell**: before the step's end, hold. After it, advance (or promote after the last step)
    only if the latest guardrail *and* quality verdicts are ``pass`` and were taken during this
    step (after ``step_started_at``); ``inconclusive``, ``noData`` and ``error`` hold.
+9. **Inconclusive**: a judged check that stays ``inconclusive`` after the dwell for
+   ``max_inconclusive_s`` pauses the rollout for a person (``PAUSE``; the operator records
+   it as a command-level pause, so ``kubectl lvm resume`` continues) or rolls back.
 
 Why one module of some 400 lines: :func:`decide` is one ordered procedure, and its steps (and
 the windows each check reads) read best top to bottom in that order.
@@ -51,6 +54,7 @@ from .model import (
     Condition,
     Decision,
     GateVerdict,
+    InconclusiveAction,
     NoDataAction,
     Observations,
     Phase,
@@ -139,6 +143,8 @@ def next_decision_in_s(plan: Plan, state: RolloutState, now: float) -> float | N
             times.append(state.step_started_at + plan.steps[state.current_step].duration_s)
         if state.no_data_since is not None and plan.max_hold_s is not None:
             times.append(state.no_data_since + plan.max_hold_s)
+        if state.inconclusive_since is not None and plan.max_inconclusive_s is not None:
+            times.append(state.inconclusive_since + plan.max_inconclusive_s)
     return max(0.0, min(times) - now)
 
 
@@ -273,6 +279,30 @@ def _run_check(
     )
 
 
+def _inconclusive(plan: Plan, state: RolloutState, now: float,
+                  lacking: bool) -> tuple[RolloutState, str | None]:
+    """The inconclusive clock after a step's dwell: (state, why it timed out or None).
+
+    It runs while the latest checks were judged and at least one is inconclusive (between the
+    success criteria and the rollback triggers); no data has its own clock (``max_hold_s``)."""
+    inconclusive = [
+        (label, reason) for label, verdict, reason in (
+            ("guardrails", state.last_guardrail_verdict, state.last_guardrail_reason),
+            ("quality", state.last_quality_verdict, state.last_quality_reason))
+        if verdict is Verdict.INCONCLUSIVE
+    ]
+    if lacking or not inconclusive:
+        return replace(state, inconclusive_since=None), None
+    since = now if state.inconclusive_since is None else min(state.inconclusive_since, now)
+    state = replace(state, inconclusive_since=since)
+    limit = plan.max_inconclusive_s
+    if limit is None or now - since < limit:
+        return state, None
+    what = "; ".join(f"{label}: {reason}" for label, reason in inconclusive)
+    return state, (f"inconclusive for {fmt.duration(now - since)} after the step's dwell "
+                   f"(limit {fmt.duration(limit)}): {what}")
+
+
 def decide(plan: Plan, state: RolloutState, observations: Observations, now: float) -> Decision:
     """One step of the rollout policy. Pure: same inputs, same decision.
 
@@ -318,6 +348,7 @@ def decide(plan: Plan, state: RolloutState, observations: Observations, now: flo
         state = replace(
             state, phase=Phase.PROGRESSING, paused_at=None, no_data_since=no_data_since,
             step_started_at=last_start + paused_for,
+            inconclusive_since=None,  # a person looked: a full limit again before the next pause
         )
         note = f"resumed after {fmt.duration(paused_for)} paused"
     elif not plan.paused and state.phase is Phase.PAUSED:
@@ -410,8 +441,17 @@ def decide(plan: Plan, state: RolloutState, observations: Observations, now: flo
         ]
         wait = (f"waiting for a {' and '.join(stale)} check in this step" if stale
                 else "waiting for passing checks")
+        state, timeout = _inconclusive(plan, state, now, bool(lacking or stale))
+        if timeout is not None:
+            if plan.on_inconclusive is InconclusiveAction.ROLLBACK:
+                return _rollback(plan, state, timeout, g, q, conditions)
+            state = replace(state, phase=Phase.PAUSED, paused_at=now, inconclusive_since=None)
+            return Decision(Action.PAUSE, f"{prefix}paused at {_where(plan, state)} for a "
+                            f"person: {timeout}; resume with kubectl lvm resume, or promote or "
+                            "abort", state, g, q, tuple(conditions))
         return Decision(Action.HOLD, f"{prefix}holding at {_where(plan, state)}: dwell done; "
                         f"{wait}; {_checks_text(plan, state)}", state, g, q, tuple(conditions))
+    state = replace(state, inconclusive_since=None)
 
     evidence = f"{state.last_guardrail_reason}; {state.last_quality_reason}"
     done = f"step {i + 1}/{len(plan.steps)} passed after {fmt.duration(now - started)}"

@@ -75,11 +75,19 @@ class Action(StrEnum):
     PROMOTE = "promote"  # the candidate takes all traffic and becomes champion
     ROLLBACK = "rollback"  # all traffic to the champion at once
     NO_DATA_TIMEOUT = "noDataTimeout"  # hold, and raise the NoData condition (once)
+    PAUSE = "pause"  # inconclusive past its limit: pause for a person (kubectl lvm resume)
 
 
 class NoDataAction(StrEnum):
     HOLD = "hold"
     ROLLBACK = "rollback"
+
+
+class InconclusiveAction(StrEnum):
+    """After a step's dwell, checks that neither pass nor breach for ``max_inconclusive_s``."""
+
+    PAUSE = "pause"  # pause for a person (Argo Rollouts pauses on an inconclusive analysis)
+    ROLLBACK = "rollback"  # not proven good in time: serve the champion
 
 
 class Check(StrEnum):
@@ -149,14 +157,17 @@ class QualityPolicy:
     hits / feedback, and ``min_requests`` counts feedback events (a lane's "every request
     failed" counts requests). ``lane_min_requests`` is the evidence a lane needs on both
     versions before it is compared; ``None`` means the same as ``min_requests``. Lanes with less
-    are reported as noData but do not hold the step (a rare lane must not block a rollout
-    forever; at 100 % the champion has no traffic to compare with).
+    are reported as noData; they hold the step only with ``hold_unjudged_lanes`` (the spec's
+    default; a rare lane may otherwise never let a rollout finish).
     """
 
     interval_s: float = 300.0
     window_s: float = 3600.0
     min_requests: int = 1000
     lane_min_requests: int | None = None
+    # A lane with candidate traffic that could not be compared makes the check noData (hold)
+    # instead of being left out: otherwise a 55%-worse lane below its minimum advances.
+    hold_unjudged_lanes: bool = False
 
     def __post_init__(self) -> None:
         _require(self.interval_s > 0, "quality.interval_s", self.interval_s, "> 0")
@@ -239,6 +250,8 @@ class Plan:
     rollback: Thresholds = field(default_factory=Thresholds)
     on_no_data: NoDataAction = NoDataAction.HOLD
     max_hold_s: float | None = None  # None: noData holds forever without raising a condition
+    on_inconclusive: InconclusiveAction = InconclusiveAction.PAUSE
+    max_inconclusive_s: float | None = None  # None: an inconclusive step holds forever
     paused: bool = False
     fingerprint: str = ""
     gate_required: bool = False  # the pre-rollout gate must pass before step 1
@@ -265,6 +278,10 @@ class Plan:
         _require(
             self.max_hold_s is None or self.max_hold_s >= 0, "max_hold_s", self.max_hold_s,
             ">= 0 or None",
+        )
+        _require(
+            self.max_inconclusive_s is None or self.max_inconclusive_s >= 0,
+            "max_inconclusive_s", self.max_inconclusive_s, ">= 0 or None",
         )
         self.success._validate("success")
         self.rollback._validate("rollback")
@@ -391,6 +408,7 @@ class RolloutState:
     identity: str = ""  # Plan.identity when this attempt started
     attempt_started_at: float | None = None  # step 1 of this attempt: evidence starts here
     quality_since: float | None = None  # last quality error (Prometheus down): evidence after it
+    inconclusive_since: float | None = None  # dwell done, checks neither pass nor breach since
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (enums as their values)."""

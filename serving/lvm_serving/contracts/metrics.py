@@ -114,7 +114,9 @@ class MetricDef:
 
 
 REQUESTS = MetricDef(
-    "lvm_requests", MetricKind.COUNTER, "Predictions served, by model version and TMD lane.",
+    "lvm_requests", MetricKind.COUNTER,
+    "Predictions the router sent to a model version (attempts, including those that failed "
+    "before the version answered), by version and TMD lane.",
     COMMON_LABELS,
 )
 ERRORS = MetricDef(

@@ -1,0 +1,83 @@
+"""Readiness before traffic (pure): a candidate that is deployed but not running gets no
+traffic, its step's dwell clock waits for it, Serve's failure is a condition and an Event, and
+past ``spec.progressDeadline`` the rollout is rolled back (Flagger's progressDeadlineSeconds).
+
+The tick has already held the candidate's weight back (:func:`~.adapter.staged`); this module
+decides what that means for the state, the status and the Events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..api import HistoryEntry, LVMRolloutSpec, LVMRolloutStatus, Outcome, Serving
+from ..api.durations import duration_seconds
+from ..backends.protocol import ObservedApp
+from ..decision import Phase, RolloutState, fmt
+from . import adapter
+from .status import CANDIDATE_READY, WARNING, Event
+from .transitions import entry
+
+#: Serve's states of an application that will not start by itself.
+FAILED_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
+#: How much of Serve's message is quoted: its last line, printable characters only.
+QUOTE_CHARS = 200
+
+
+def _last_line(message: str) -> str:
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return "".join(ch for ch in line if ch.isprintable())[:QUOTE_CHARS]
+
+
+def candidate_failure(observed: ObservedApp | None, version: str) -> str | None:
+    """Why the candidate's application does not start, when Serve says it will not."""
+    ov = observed.versions.get(version) if observed is not None else None
+    status = str(ov.status or "").upper() if ov is not None else ""
+    if ov is None or status not in FAILED_STATES:
+        return None
+    quote = _last_line(ov.message)
+    return f"Serve reports {version}'s application {status}" + (f": {quote}" if quote else "")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    state: RolloutState
+    serving: Serving
+    not_ready: str | None = None  # the CandidateReady=False message
+    rolled_back: str | None = None  # the rollback's reason, past the progress deadline
+    events: list[Event] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+
+
+def readiness(spec: LVMRolloutSpec, old: LVMRolloutStatus, state: RolloutState,
+              serving: Serving, observed: ObservedApp | None, held_back: bool,
+              now: float) -> Readiness:
+    """What holding the candidate back (``held_back``) means at ``now``."""
+    waiting = held_back and state.current_step is not None and not state.phase.finished
+    if not waiting:
+        if serving.candidate_waiting_since is not None:
+            serving = serving.model_copy(update={"candidate_waiting_since": None})
+        return Readiness(state, serving)
+    if state.paused_at is None:
+        # The step's dwell and its first guardrail window start when traffic moves.
+        state = replace(state, step_started_at=now, guardrail_since=now)
+    since = adapter.from_rfc3339(serving.candidate_waiting_since) or now
+    serving = serving.model_copy(update={"candidate_waiting_since": adapter.to_rfc3339(since)})
+    version = spec.candidate.version
+    failure = candidate_failure(observed, version)
+    events: list[Event] = []
+    before = next((c for c in old.conditions or [] if c.type == CANDIDATE_READY), None)
+    if failure is not None and (before is None or before.message != failure):
+        events.append(Event(WARNING, "CandidateNotReady", f"{failure}; it gets no traffic"))
+    deadline = duration_seconds(spec.progress_deadline)
+    if now - since < deadline:
+        return Readiness(state, serving, failure, events=events)
+    reason = (f"rolled back: candidate {version} not running within progressDeadline "
+              f"{fmt.duration(deadline)}: {failure or 'its application is still deploying'}")
+    state = replace(state, phase=Phase.ROLLED_BACK, candidate_weight=0, shadow=False,
+                    paused_at=None)
+    serving = serving.model_copy(update={"candidate_waiting_since": None})
+    added = entry(spec, version, Outcome.ROLLED_BACK, now, reason, old.history)
+    events.append(Event(WARNING, "RolledBack", reason))
+    return Readiness(state, serving, failure, reason, events, [added] if added else [])
