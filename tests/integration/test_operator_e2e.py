@@ -321,7 +321,7 @@ def test_new_candidate_mid_rollout_supersedes_and_restarts_at_step_one(env):
     assert "spec changed" in s["message"]
     # v3 is deployed first with no traffic; its weight follows once it is observed running.
     eventually(lambda: (env.applies(rollout)[-1]["candidate"],
-                        env.applies(rollout)[-1]["weight"]) == ("v3", 10), 10, "v3 at 10%")
+                        env.applies(rollout)[-1]["weight"]) == ("v3", 10), 30, "v3 at 10%")
     assert "Superseded" in reasons(env, ns)
 
 
