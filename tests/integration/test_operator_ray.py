@@ -134,3 +134,85 @@ def test_operator_drives_the_real_serve_app(kube, crd_installed, ray_cluster, pr
             ray.delete(APP)
         finally:
             ray.close()
+
+
+def test_real_backend_candidate_that_cannot_start_and_deletion_mid_rollout(
+        kube, crd_installed, ray_cluster, prometheus, trained, tmp_path, serve_http_port):
+    """Two faults on the REAL Ray Serve backend (issue 17 #1 and #3):
+
+    1. a candidate whose checkpoint fails its sha256 never gets traffic (the router stays at
+       0% while Serve retries it) and is rolled back after ``progressDeadline`` with the reason;
+    2. a rollout deleted at 25% sends all traffic to the champion and removes the candidate's
+       application before the object is gone (Flagger's revertOnDeletion).
+    """
+    kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
+    ns = kube.new_namespace("ray-faults")
+    operator = Operator(kube, tmp_path, None, peering="lvm-rollout-ray-faults",
+                        scope=("--namespace", ns),
+                        extra_env={"LVM_RAY_SERVE_HTTP_HOST": "127.0.0.1",
+                                   "LVM_RAY_SERVE_HTTP_PORT": str(serve_http_port)})
+    ray = RayDashboardBackend(ray_cluster.dashboard_url)
+    apps = ("lvm-bad", "lvm-del")
+
+    def get(name: str) -> dict | None:
+        out = kube.kubectl("get", "lvmrollout", "-n", ns, "-o", "json")
+        items = {i["metadata"]["name"]: i for i in json.loads(out.stdout)["items"]}
+        return items.get(name)
+
+    def manifest(name: str, **spec) -> dict:
+        m = _manifest(ns, trained, ray_cluster.dashboard_url, prometheus.url)
+        m["metadata"]["name"] = name
+        m["spec"]["serve"]["application"] = name
+        m["spec"].update(spec)
+        return m
+
+    operator.start()
+    try:
+        # 1. the candidate's checkpoint does not match its sha256: Serve cannot start it
+        bad = manifest("lvm-bad", progressDeadline="60s")
+        bad["spec"]["candidate"]["sha256"] = "0" * 64
+        kube.apply(bad)
+        weights: set[int] = set()
+
+        def rolled_back() -> dict | None:
+            r = ray.observe("lvm-bad").router
+            if r is not None:
+                weights.add(r.candidate_weight)
+            s = (get("lvm-bad") or {}).get("status") or {}
+            return s if s.get("phase") == "RolledBack" else None
+
+        try:
+            s = eventually(rolled_back, 240, "the unstartable candidate rolled back",
+                           interval_s=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nstatus: {(get('lvm-bad') or {}).get('status')}\n"
+                                 f"operator log:\n{operator.log.read_text()[-3000:]}") from None
+        assert weights == {0}, weights  # it never got traffic
+        assert "not running within progressDeadline 1m" in s["message"], s["message"]
+        assert s["history"][-1]["outcome"] == "rolledBack"
+        ray.delete("lvm-bad")
+
+        # 2. deleted at 25%: the champion takes everything before the object goes
+        kube.apply(manifest("lvm-del"))
+
+        def at_25() -> bool:
+            app = ray.observe("lvm-del")
+            return (app.status.value == "RUNNING" and app.router is not None
+                    and app.router.candidate == CANDIDATE and app.router.candidate_weight == 25)
+
+        eventually(at_25, 300, "lvm-del at 25% with both versions RUNNING", interval_s=2)
+        kube.kubectl("delete", "lvmrollout", "lvm-del", "-n", ns, "--wait=true",
+                     "--timeout=120s", timeout=150)
+        assert get("lvm-del") is None
+        live = ray.observe("lvm-del")
+        assert live.router is not None and live.router.candidate is None
+        assert live.router.champion == CHAMPION and live.router.candidate_weight == 0
+        eventually(lambda: set(ray.observe("lvm-del").versions) == {CHAMPION}, 60,
+                   "the candidate's application removed", interval_s=1)
+    finally:
+        operator.stop()
+        try:
+            for app in apps:
+                ray.delete(app)
+        finally:
+            ray.close()

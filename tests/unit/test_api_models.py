@@ -77,6 +77,7 @@ MINIMAL_DEFAULTED_SPEC = {
     "paused": False,
     "progressDeadline": "10m",
     "promotion": {"keepChampionWarmFor": "1h"},
+    "capacity": {"champion": "full"},
 }
 
 

@@ -130,17 +130,20 @@ def replicas(app):
     return {v.version: v.replicas for v in app.versions}
 
 
-@pytest.mark.parametrize(("weight", "shadow", "champ", "cand"), [
+@pytest.mark.parametrize(("scale", "weight", "shadow", "champ", "cand"), [
     # bounds {1, 2}, peak = max = 2 replicas; ceil(2 x share / 100) clamped to [1, 2]
-    (0, False, 2, 1),
-    (25, False, 2, 1),   # champion 75% -> ceil(1.5) = 2; candidate 25% -> ceil(0.5) = 1
-    (50, False, 1, 1),   # 50% each -> 1 and 1
-    (100, False, 1, 2),  # champion keeps its minimum of 1
-    (10, True, 2, 2),    # shadow: the candidate answers copies of all traffic
+    ("share", 0, False, 2, 1),
+    ("share", 25, False, 2, 1),   # champion 75% -> ceil(1.5) = 2; candidate 25% -> ceil(0.5) = 1
+    ("share", 50, False, 1, 1),   # 50% each -> 1 and 1
+    ("share", 100, False, 1, 2),  # champion keeps its minimum of 1
+    ("share", 10, True, 2, 2),    # shadow: the candidate answers copies of all traffic
+    # the default: the champion stays sized for 100% (2), a rollback lands on full capacity
+    ("full", 50, False, 2, 1),
+    ("full", 100, False, 2, 2),
 ])
-def test_weights_and_replicas_while_rolling_out(weight, shadow, champ, cand):
+def test_weights_and_replicas_while_rolling_out(scale, weight, shadow, champ, cand):
     app = served(RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=weight,
-                              shadow=shadow))
+                              shadow=shadow), capacity={"champion": scale})
     assert app.router.rollout == "ml/lvm"
     assert (app.router.champion, app.router.candidate) == ("phase1-baseline", "phase2-500ctx")
     assert (app.router.candidate_weight, app.router.shadow) == (weight, shadow)

@@ -696,6 +696,26 @@ class Promotion(ApiModel):
         return duration_seconds(self.keep_champion_warm_for)
 
 
+class ChampionScale(StrEnum):
+    FULL = "full"
+    SHARE = "share"
+
+
+class Capacity(ApiModel):
+    """How many replicas the champion keeps while the candidate takes a share."""
+
+    champion: ChampionScale = Field(
+        ChampionScale.FULL,
+        description=(
+            "full: the champion keeps the replicas it needs for all traffic during the whole "
+            "rollout, so a rollback from any step lands on full capacity (Argo Rollouts keeps "
+            "the stable version at full scale by default). share: the champion is sized to its "
+            "(100 - weight)% share (cheaper; Argo's dynamicStableScale); a rollback then moves "
+            "all traffic to it while it scales back up."
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The spec
 # ---------------------------------------------------------------------------------------------
@@ -730,6 +750,7 @@ class LVMRolloutSpec(ApiModel):
         ),
     )
     promotion: Promotion = _nested(Promotion, "What happens at promotion.")
+    capacity: Capacity = _nested(Capacity, "The champion's replicas during the rollout.")
     evaluation: Evaluation | None = Field(
         None,
         description=(

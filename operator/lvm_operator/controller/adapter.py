@@ -33,7 +33,7 @@ from lvm_serving.contracts.serve_config import (
 )
 
 from ..api import DecisionState, HistoryEntry, LVMRolloutSpec, ModelVersion, Serving
-from ..api.spec import UnjudgedLanes
+from ..api.spec import ChampionScale, UnjudgedLanes
 from ..decision import (
     GuardrailPolicy,
     NoDataAction,
@@ -244,7 +244,8 @@ def app_spec_for(
     """The Serve application for the decision ``state`` (traffic) and ``serving`` (who is who).
 
     * rolling out: champion gets ``100 - w`` %, candidate ``w`` % (shadow: the candidate also
-      answers copies of the champion's traffic, so it is sized for all of it);
+      answers copies of the champion's traffic, so it is sized for all of it); the champion
+      keeps the replicas for 100% unless ``spec.capacity.champion`` is ``share``;
     * promoted: the new champion only, plus the old champion (no traffic, min replicas) while
       ``serving.retiringUntil`` is in the future;
     * rolled back / aborted: all traffic to the champion at once, the candidate kept deployed at
@@ -274,7 +275,9 @@ def app_spec_for(
         weight = state.candidate_weight
         shadow = state.shadow
         router_candidate = candidate.version
-        deployments.append(champion.deployment(100 - weight if not shadow else 100))
+        # By default the champion stays sized for all traffic: a rollback lands on capacity.
+        share = spec.capacity.champion is ChampionScale.SHARE and not shadow
+        deployments.append(champion.deployment(100 - weight if share else 100))
         deployments.append(candidate.deployment(100 if shadow else weight))
     router = RouterConfig(
         rollout=rollout,
