@@ -383,3 +383,25 @@ def test_deleting_a_finished_rollout_leaves_serving_alone(env):
     env.kube.kubectl("delete", "lvmrollout", "lvm", "-n", ns, "--wait=true", "--timeout=30s")
     assert _gone(env, ns)
     assert len(env.applies(rollout)) == applied  # the promoted version keeps serving
+
+
+def test_a_second_rollout_on_the_same_application_is_refused(env):
+    """Issue 17 #5: one owner per Serve application. A second LVMRollout in the namespace
+    pointing at the application the first one serves changes nothing (FAKE recording
+    backend: no apply of its own) and says who owns it."""
+    ns, rollout = start_rollout(env, [(10, "60s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("candidateWeight") == 10, "the first at 10%", 30)
+    second = manifest(ns, env.prom.url, [(50, "60s"), (100, "60s")])
+    second["metadata"]["name"] = "lvm-second"
+    env.kube.apply(second)
+
+    def refused() -> dict | None:
+        s = env.status(ns, "lvm-second")
+        ready = {c["type"]: c for c in s.get("conditions") or []}.get("Ready") or {}
+        return ready if ready.get("reason") == "ApplicationOwnedElsewhere" else None
+
+    ready = eventually(refused, 30, "the second rollout refused")
+    assert f"LVMRollout {ns}/lvm" in ready["message"] and ready["status"] == "False"
+    assert env.applies(f"{ns}/lvm-second") == []
+    assert "ApplicationOwnedElsewhere" in reasons(env, ns)
+    assert env.applies(rollout)[-1]["weight"] == 10  # the owner's traffic is untouched

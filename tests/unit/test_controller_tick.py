@@ -573,3 +573,30 @@ def test_a_candidate_that_fails_to_start_gets_no_traffic_then_is_rolled_back():
     r.tick()
     assert conditions(r)["CandidateReady"]["status"] == "True"
     assert r.status["phase"] == "RolledBack"
+
+
+def test_an_application_served_by_another_rollout_is_left_alone():
+    """Issue 17 #5, one owner per application: the live router says it serves ml/other, and
+    that LVMRollout exists (the shell looked it up): nothing is applied, decided or commanded;
+    Ready=False and one Warning Event name the owner. Once the owner is gone, it takes over."""
+    from lvm_operator.backends import AppStatus, ObservedApp
+    from lvm_operator.controller.tick import other_owner
+    from lvm_serving.contracts.serve_config import RouterConfig
+
+    r = Rollout()
+    theirs = ObservedApp("lvm", AppStatus.RUNNING, router=RouterConfig(
+        rollout="ml/other", champion="someone-elses", candidate=None))
+    assert other_owner("ml/lvm-local", theirs) == "ml/other"
+    assert other_owner("ml/other", theirs) is None
+    p = plan_tick(copy.deepcopy(r.obj), r.t)
+    refused = tick(p, Seen(serving=theirs, owner="ml/other"))
+    assert refused.apply is None
+    ready = {c.type: c for c in refused.status.conditions}["Ready"]
+    assert (ready.status.value, ready.reason) == ("False", "ApplicationOwnedElsewhere")
+    assert "LVMRollout ml/other" in ready.message
+    assert [e.reason for e in refused.events] == ["ApplicationOwnedElsewhere"]
+    merge(r.obj.setdefault("status", {}), refused.update.patch)
+    again = tick(plan_tick(copy.deepcopy(r.obj), r.t + 2), Seen(serving=theirs, owner="ml/other"))
+    assert again.apply is None and again.events == []  # said once
+    adopted = tick(plan_tick(copy.deepcopy(r.obj), r.t + 4), Seen(serving=theirs))
+    assert adopted.apply is not None and adopted.apply.router.rollout == "ml/lvm-local"

@@ -43,7 +43,16 @@ from .deletion import plan_deletion
 from .kube import KubeAccess
 from .measurements import AnalysisCache
 from .status import WARNING, Event, tick_failed
-from .tick import ApplyReport, Seen, TickOutcome, TickPlan, plan_tick, settle, tick
+from .tick import (
+    ApplyReport,
+    Seen,
+    TickOutcome,
+    TickPlan,
+    other_owner,
+    plan_tick,
+    settle,
+    tick,
+)
 
 log = logging.getLogger("lvm_operator.controller")
 
@@ -120,6 +129,10 @@ class Reconciler:
             if d.app is None or d.spec is None:
                 return d.reason
             backend = self.backend(meta["namespace"], d.spec)
+            key = adapter.rollout_key(namespace, name)
+            owner = other_owner(key, backend.observe(d.app.application))
+            if owner is not None:
+                return f"the application is served by {owner}: left as it is"
             backend.apply(d.app)
             if backend.verify_applied(d.app) is False:
                 raise RuntimeError("the champion-only Serve config is not in effect yet")
@@ -147,7 +160,9 @@ class Reconciler:
     def _tick(self, obj: dict) -> float:
         p = self.read(obj)
         observations, lane = self.measure(p)
-        outcome = tick(p, Seen(observations, lane, self.evaluate(p), self.observe_serving(p)))
+        observed = self.observe_serving(p)
+        outcome = tick(p, Seen(observations, lane, self.evaluate(p), observed,
+                               owner=self.live_owner(p, observed)))
         if outcome.decision is not None:
             METRICS.record_decision(outcome.decision.action.value)
         outcome = self.apply(p, outcome)
@@ -198,6 +213,20 @@ class Reconciler:
         except Exception as e:  # an unreadable backend is "unknown"; apply reports failures
             log.debug("%s: cannot observe Serve application %s: %s", p.key, p.application, e)
             return None
+
+    def live_owner(self, p: TickPlan, observed: ObservedApp | None) -> str | None:
+        """Another LVMRollout that exists and serves this application (one owner each); a
+        deleted owner's application may be taken over."""
+        other = other_owner(p.key, observed)
+        if other is None:
+            return None
+        namespace, _, name = other.partition("/")
+        try:
+            return other if self.kube.get(namespace, name) is not None else None
+        except Exception as e:  # cannot tell: leave the application alone this tick
+            log.warning("%s: could not look up %s, the live owner of the application: %s",
+                        p.key, other, e)
+            return other
 
     def apply(self, p: TickPlan, outcome: TickOutcome) -> TickOutcome:
         app = outcome.apply

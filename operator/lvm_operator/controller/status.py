@@ -113,6 +113,7 @@ class TickResult:
     # The candidate's application failed to start (Serve's DEPLOY_FAILED/UNHEALTHY, its last
     # line): it gets no traffic; None: not failing (or not known to be)
     candidate_not_ready: str | None = None
+    owned_by: str | None = None  # another rollout serves the application: why nothing is done
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,9 @@ def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
     out = []
     if t.invalid is not None:
         out.append(_condition(old, READY, False, "InvalidSpec", t.invalid, now, gen))
+    elif t.owned_by is not None:
+        out.append(_condition(old, READY, False, "ApplicationOwnedElsewhere", t.owned_by, now,
+                              gen))
     elif t.apply_error is not None:
         out.append(_condition(old, READY, False, "ServeApplyFailed", t.apply_error, now, gen))
     else:

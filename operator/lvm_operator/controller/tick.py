@@ -194,6 +194,9 @@ class Seen:
     lane: WindowObservation | None = None  # the production window, when ``plan.lane_check``
     evaluations: tuple[Running | Finished, ...] = ()  # one per ``plan.evaluation_requests``
     serving: ObservedApp | None = None  # the live Serve application; None: unknown
+    # Another LVMRollout ("namespace/name") that exists and whose router serves this
+    # application: this rollout must not touch it
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,8 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         versions=list(p.lane_versions),
         observation=seen.lane if p.lane_check is not None else None, now=now)
 
+    if seen.owner is not None and seen.owner != p.key:
+        return _refused(p, seen.owner)
     decision: Decision | None = None
     if p.decides:
         decision = decide(plan, state, replace(seen.observations, gate=evaluation.gate), now)
@@ -335,6 +340,32 @@ def live_drift(app: AppSpec, observed: ObservedApp | None) -> str | None:
     if missing:
         changed.append(f"version application(s) missing: {', '.join(missing)}")
     return "; ".join(changed)[:300] or None
+
+
+def other_owner(key: str, observed: ObservedApp | None) -> str | None:
+    """The rollout ("namespace/name") whose router serves ``observed``, when it is not ``key``:
+    the shell then checks that it still exists (an owner that was deleted can be adopted)."""
+    router = observed.router if observed is not None else None
+    if router is None or not router.rollout or router.rollout == key:
+        return None
+    return router.rollout
+
+
+def _refused(p: TickPlan, owner: str) -> TickOutcome:
+    """One owner per Serve application: nothing is applied, decided or commanded (a pending
+    command waits), and the Ready condition and one Warning Event say who owns it."""
+    assert p.spec is not None and p.plan is not None and p.serving is not None
+    text = (f"Serve application {p.spec.serve.application!r} is served by LVMRollout {owner}; "
+            "this rollout changes nothing until that one is deleted or points elsewhere "
+            "(or set spec.serve.application to another name)")
+    events = []
+    previous = next((c for c in p.old.conditions or [] if c.type == "Ready"), None)
+    if previous is None or previous.reason != "ApplicationOwnedElsewhere":
+        events.append(Event("Warning", "ApplicationOwnedElsewhere", text))
+    result = TickResult(now=p.now, generation=p.generation,
+                        state=adapter.state_from_status(p.old.decision_state), plan=p.plan,
+                        serving=p.old.serving or p.serving, owned_by=text, events=events)
+    return TickOutcome(compute(p.old, result), None, (), IDLE_TICK_S, result=result)
 
 
 def running_versions(observed: ObservedApp) -> set[str]:
