@@ -15,10 +15,11 @@ is done is here:
 3. **Observe serving**: what the backend reports live for the rollout's application
    (:meth:`~lvm_operator.backends.ServeBackend.observe`); a backend error is "unknown".
 4. **Tick** (:func:`~.tick.tick`): decide, render the Serve config, compute the whole status.
-5. **Apply** the Serve config when its hash differs from the recorded one, then verify the
-   router's config is in effect; a backend failure becomes the Ready/Degraded conditions and a
-   Warning Event (:func:`~.tick.settle`), and is retried on the next tick; it never crashes the
-   loop.
+5. **Apply** the Serve config when its hash differs from the recorded one (after writing the
+   decision to status with the hash unrecorded, so a failed write moves no traffic), then
+   verify the router's config is in effect; a backend failure becomes the Ready/Degraded
+   conditions and a Warning Event (:func:`~.tick.settle`), and is retried on the next tick; it
+   never crashes the loop.
 6. **Write status once** (a merge patch, skipped when unchanged), then remove a consumed
    command's annotations (after the write, so a crash between the two never runs a command
    twice).
@@ -165,6 +166,13 @@ class Reconciler:
                                owner=self.live_owner(p, observed)))
         if outcome.decision is not None:
             METRICS.record_decision(outcome.decision.action.value)
+        if outcome.apply is not None:
+            # Record the decision before traffic moves: a status write that fails then moves
+            # nothing (the next tick decides again from what is stored). The other order could
+            # leave traffic rolled back and a status that still says the candidate has its
+            # share, which the drift check would then "restore". The hash stays unrecorded
+            # until the apply is verified (the second write).
+            self.write_status(p, settle(p, outcome, ApplyReport(in_effect=False)))
         outcome = self.apply(p, outcome)
         self.write_status(p, outcome)
         self.emit(obj, outcome.events)
