@@ -600,3 +600,21 @@ def test_an_application_served_by_another_rollout_is_left_alone():
     assert again.apply is None and again.events == []  # said once
     adopted = tick(plan_tick(copy.deepcopy(r.obj), r.t + 4), Seen(serving=theirs))
     assert adopted.apply is not None and adopted.apply.router.rollout == "ml/lvm-local"
+
+
+def test_a_candidate_that_comes_back_mid_step_keeps_the_steps_clock():
+    """Traffic already moved in this step; then Ray restarts (nothing deployed): the config is
+    re-applied with the candidate held at 0% until it runs again, and the step's dwell clock
+    is not reset (only a step whose weight never moved waits for its candidate)."""
+    from lvm_operator.backends import AppStatus, ObservedApp
+
+    r = Rollout()
+    r.tick()
+    started = r.status["decisionState"]["stepStartedAt"]
+    assert r.applied[-1].router.candidate_weight == 25
+    r.observed = ObservedApp("lvm", AppStatus.NOT_DEPLOYED, "Ray restarted")
+    r.t += 2.0
+    r.tick()
+    assert r.applied[-1].router.candidate_weight == 0  # held back while it redeploys
+    assert "ServeConfigDrift" in r.reasons()
+    assert r.status["decisionState"]["stepStartedAt"] == started

@@ -59,8 +59,13 @@ def readiness(spec: LVMRolloutSpec, old: LVMRolloutStatus, state: RolloutState,
         if serving.candidate_waiting_since is not None:
             serving = serving.model_copy(update={"candidate_waiting_since": None})
         return Readiness(state, serving)
-    if state.paused_at is None:
-        # The step's dwell and its first guardrail window start when traffic moves.
+    applied = adapter.from_rfc3339(serving.applied_at)
+    moved = (applied is not None and state.step_started_at is not None
+             and applied >= state.step_started_at)
+    if state.paused_at is None and not moved:
+        # The step's dwell and its first guardrail window start when traffic moves. A step
+        # whose traffic already moved keeps its clock (the candidate came back after a Ray
+        # restart or an out-of-band deletion: it is redeployed, the step goes on).
         state = replace(state, step_started_at=now, guardrail_since=now)
     since = adapter.from_rfc3339(serving.candidate_waiting_since) or now
     serving = serving.model_copy(update={"candidate_waiting_since": adapter.to_rfc3339(since)})
