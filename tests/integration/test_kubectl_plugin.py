@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -280,3 +281,37 @@ def test_wait_reports_what_the_operator_recorded(env, api, rollout):
     out = kubectl(env, "lvm", "promote", name, "-n", ns, "--wait", "--timeout", "30").stdout
     thread.join(timeout=5)
     assert "operator: accepted: promoted at step 1/3" in out
+
+
+def test_status_watch_exits_with_the_rollouts_outcome(env, api, rollout):
+    """For CI pipelines, through the real kubectl: each change printed once; exit 0 on
+    Promoted, 1 on RolledBack, 2 when --timeout passes first."""
+    ns, name = rollout
+    patch_status(api, ns, {"phase": "Progressing", "observedGeneration": 1, "currentStep": 0,
+                           "candidateWeight": 25, "message": "step 1/3"})
+    argv = ["kubectl", "lvm", "status", name, "-n", ns, "--watch", "--timeout", "60s"]
+    watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    try:
+        time.sleep(3.0)
+        assert watcher.poll() is None  # still waiting while it progresses
+        patch_status(api, ns, {"currentStep": 1, "candidateWeight": 50, "message": "step 2/3"})
+        time.sleep(2.0)
+        patch_status(api, ns, {"phase": "Promoted", "candidateWeight": 100,
+                               "message": "promoted phase2-500ctx"})
+        out, errs = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, errs
+    lines = out.splitlines()
+    assert sum("step 1 | candidate 25%" in ln for ln in lines) == 1, out
+    assert sum("step 2 | candidate 50%" in ln for ln in lines) == 1, out
+    assert "Promoted: promoted phase2-500ctx" in out
+    patch_status(api, ns, {"phase": "RolledBack", "candidateWeight": 0, "message": "breach"})
+    rolled = kubectl(env, "lvm", "status", name, "-n", ns, "--watch", "--timeout", "30s",
+                     check=False)
+    assert rolled.returncode == 1 and "RolledBack: breach" in rolled.stdout, rolled
+    patch_status(api, ns, {"phase": "Progressing", "candidateWeight": 25})
+    slow = kubectl(env, "lvm", "status", name, "-n", ns, "--watch", "--timeout", "2s",
+                   check=False)
+    assert slow.returncode == 2 and "timed out after 2s" in slow.stderr, slow

@@ -159,15 +159,61 @@ def _watch(cluster: Cluster, ns: str | None, with_namespace: bool, columns: Colu
 
 
 @app.command("status")
-def status_cmd(name: Name, namespace: Namespace = None, context: Context = None,
-               kubeconfig: Kubeconfig = None) -> None:
+def status_cmd(
+    name: Name, namespace: Namespace = None, context: Context = None,
+    kubeconfig: Kubeconfig = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="For pipelines: print each change once and exit 0 when Promoted, "
+        "1 on RolledBack, Failed, a blocked gate or a pause for a person, 2 on --timeout.")
+    ] = False,
+    timeout: Annotated[str, typer.Option(
+        "--timeout", help="With --watch: how long to wait, a duration such as 30m.")] = "30m",
+    until: Annotated[str | None, typer.Option(
+        "--until", help="With --watch: exit 0 once the rollout reaches step:N.")] = None,
+) -> None:
     """Show one rollout in detail: steps, weights, analysis vs thresholds, conditions, history."""
+    if watch:
+        raise typer.Exit(_watch_status(name, namespace, context, kubeconfig, timeout, until))
     with reporting():
         cluster = connect(kubeconfig, context)
         obj = cluster.get(name, cluster.ns(namespace))
     for renderable in render_status(obj):
         console.print(renderable)
         console.print()
+
+
+def _watch_status(name: str, namespace: str | None, context: str | None,
+                  kubeconfig: str | None, timeout: str, until: str | None) -> int:
+    from lvm_operator.api.durations import duration_seconds
+
+    from .waiting import TIMED_OUT, change_line, outcome, parse_until
+
+    try:
+        limit_s = duration_seconds(timeout)
+        until_step = parse_until(until)
+    except ValueError as exc:
+        fail(str(exc), "e.g. kubectl lvm status NAME --watch --timeout 30m --until step:2")
+    deadline = time.monotonic() + limit_s
+    last = None
+    with reporting():
+        cluster = connect(kubeconfig, context)
+        ns = cluster.ns(namespace)
+        while True:
+            obj = cluster.get(name, ns)
+            line = change_line(obj)
+            if line != last:
+                console.print(f"{datetime.now(UTC):%H:%M:%SZ} {line}", markup=False,
+                              highlight=False)
+                last = line
+            result = outcome(obj, until_step)
+            if result.code is not None:
+                console.print(result.why, markup=False, highlight=False)
+                return result.code
+            if time.monotonic() >= deadline:
+                err.print(f"timed out after {timeout} waiting for {KIND} {ns}/{name} "
+                          f"(phase {(obj.get('status') or {}).get('phase') or 'Pending'})")
+                return TIMED_OUT
+            time.sleep(1.0)
 
 
 # ---------------------------------------------------------------------------------------------
