@@ -94,3 +94,25 @@ def test_evaluation_example_is_the_seeds_step_6():
     # The operator reads these files itself: plain paths on a mounted volume, not s3://.
     for uri in (spec.champion.checkpoint, spec.candidate.checkpoint, ev.eval_set.uri):
         assert uri.startswith("/models/")
+
+
+def test_the_rayservice_example_pins_the_exporter_and_the_feedback_key():
+    """Every Ray container of the KubeRay example exports counters once
+    (RAY_EXPORT_COUNTER_AS_GAUGE=0, as the local stack does) and reads the signing key from a
+    Secret; each worker group offers its pool's custom resource."""
+    import json
+
+    from lvm_operator.devstack.ray_cluster import ray_env
+
+    doc = yaml.safe_load((EXAMPLES[0].parent / "kuberay" / "rayservice.yaml").read_text())
+    cluster = doc["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_EXPORT_COUNTER_AS_GAUGE"]["value"] == \
+                ray_env()["RAY_EXPORT_COUNTER_AS_GAUGE"] == "0"
+            assert "secretKeyRef" in env["LVM_FEEDBACK_KEY"]["valueFrom"]
+    pools = {g["groupName"]: json.loads(json.loads(g["rayStartParams"]["resources"]))
+             for g in cluster["workerGroupSpecs"]}
+    assert pools == {"pool-a10": {"pool_a10": 8}, "pool-a100": {"pool_a100": 8}}
