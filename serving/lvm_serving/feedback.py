@@ -47,6 +47,10 @@ def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+#: A token carries ids, a quantized vector and a few claims: a few kB at d=768, never more.
+MAX_TOKEN_CHARS = 16_384
+
+
 def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -108,6 +112,9 @@ class TokenSigner:
     def verify(self, token: Any, now: float | None = None) -> FeedbackClaims:
         if not isinstance(token, str) or token.count(".") != 1:
             raise TokenError("malformed feedback token: expected '<payload>.<signature>'", 400)
+        if not token.isascii() or len(token) > MAX_TOKEN_CHARS:
+            raise TokenError(f"malformed feedback token: expected at most {MAX_TOKEN_CHARS} "
+                             "base64url characters", 400)
         body, sig = token.split(".")
         try:
             given = _b64d(sig)

@@ -47,6 +47,7 @@ from lvm_serving.serve_common import (
     error,
     json_body,
     json_loads,
+    read_body,
     route_name,
     server_timing,
     tags,
@@ -157,7 +158,7 @@ class Router:
         config = self.config
         if config is None:
             return error(503, "not_ready", "router has no user_config yet")
-        raw = await request.body()
+        raw = await read_body(request)
         clock.lap(S.READ)
         binary = is_binary(request.headers.get("content-type"))
         body: Any = None
@@ -270,8 +271,10 @@ class Router:
         if "token" not in body:
             raise BadRequest("missing field 'token' (the feedback_token of a prediction)")
         clicked = body.get("clicked_concept_id")
-        if isinstance(clicked, bool) or not isinstance(clicked, int):
-            raise BadRequest(f"clicked_concept_id must be an integer concept id, got {clicked!r}")
+        if isinstance(clicked, bool) or not isinstance(clicked, int) or \
+                not 0 <= clicked < 2**63:
+            raise BadRequest("clicked_concept_id must be a concept id (an integer in "
+                             f"0..2^63-1), got {str(clicked)[:40]!r}")
         if not self.bank.contains(clicked):
             raise BadRequest(f"unknown concept id {clicked}: not in the concept bank")
         try:
