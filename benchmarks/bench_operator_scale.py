@@ -67,6 +67,8 @@ def main() -> int:
         for i in range(args.rollouts):
             doc = yaml.safe_load(yaml.safe_dump(base))
             doc["metadata"] = {"name": f"lvm-{i:03d}", "namespace": "default"}
+            # one Serve application per rollout (one owner each: a shared name is refused)
+            doc["spec"]["serve"]["application"] = f"lvm-{i:03d}"
             docs.append(doc)
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
