@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 
 import yaml
+from merge_patch import merge
 
 from lvm_operator.backends.live import router_config_of
 from lvm_operator.backends.noop import NoopBackend
@@ -18,16 +19,6 @@ from lvm_operator.controller.reconcile import Reconciler
 
 RAW = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "local-fast.yaml")
                      .read_text())
-
-
-def merge(target: dict, patch: dict) -> None:
-    for k, v in patch.items():
-        if v is None:
-            target.pop(k, None)
-        elif isinstance(v, dict) and isinstance(target.get(k), dict):
-            merge(target[k], v)
-        else:
-            target[k] = copy.deepcopy(v)
 
 
 class FailingKube:

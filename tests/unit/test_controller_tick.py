@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from decision_fixtures import CHAMP, GOOD
+from merge_patch import merge
 
 from lvm_operator.commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID
 from lvm_operator.controller.status import Event
@@ -35,17 +36,6 @@ RAW = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "local-
                      .read_text())
 CHAMPION, CANDIDATE = "phase1-baseline", "phase2-500ctx"
 T0 = 1_700_000_000.0
-
-
-def merge(target: dict, patch: dict) -> None:
-    """RFC 7386: what the apiserver does with the status merge patch."""
-    for k, v in patch.items():
-        if v is None:
-            target.pop(k, None)
-        elif isinstance(v, dict) and isinstance(target.get(k), dict):
-            merge(target[k], v)
-        else:
-            target[k] = copy.deepcopy(v)
 
 
 class Rollout:
