@@ -200,7 +200,8 @@ def test_gate_admits_a_good_candidate_and_records_the_champion_baseline(env):
     # evaluations had finished (status times have microseconds; Events only seconds).
     finished = max(datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
                    for r in ev["history"])
-    first = next(a for a in env.applies(rollout) if a["weight"] > 0)
+    first = eventually(lambda: next((a for a in env.applies(rollout) if a["weight"] > 0), None),
+                       20, "the first weighted config applied")
     assert first["weight"] == 10 and first["t"] > finished
     assert all(a["weight"] == 0 for a in env.applies(rollout) if a["t"] <= finished)
     passed = env.event(ns, "GatePassed")

@@ -127,10 +127,13 @@ def reasons(env: Env, ns: str) -> list[str]:
 def test_good_candidate_walks_the_steps_and_is_promoted(env):
     ns, rollout = start_rollout(env, [(10, "2s"), (20, "2s"), (50, "2s"), (100, "2s")])
     s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 60)
+    # The decision reaches status just before its Serve apply (a failed status write must move
+    # no traffic), so the promoting apply may land a moment after the status says Promoted.
+    last = eventually(lambda: (a := env.applies(rollout)[-1])["candidate"] is None and a, 10,
+                      "the promotion applied")
     weights = [a["weight"] for a in env.applies(rollout)]
     assert [w for i, w in enumerate(weights) if w and (i == 0 or weights[i - 1] != w)] == \
         [10, 20, 50, 100]
-    last = env.applies(rollout)[-1]
     assert (last["champion"], last["candidate"]) == (CANDIDATE, None)
     outcomes = [(h["version"], h["outcome"]) for h in s["history"]]
     assert outcomes == [(CHAMPION, "superseded"), (CANDIDATE, "promoted")]
@@ -161,7 +164,9 @@ def test_p95_breach_rolls_back_within_two_intervals_and_a_scrape(env):
     t_bad = time.time()
     env.traffic.set(rollout, CANDIDATE, Profile(latency_s=0.02))  # P95 20 ms > 10 ms
     s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "rollback", 20)
-    zero = next(a for a in env.applies(rollout) if a["t"] > t_bad and a["candidate"] is None)
+    zero = eventually(lambda: next((a for a in env.applies(rollout)
+                                    if a["t"] > t_bad and a["candidate"] is None), None), 10,
+                      "the rollback applied")
     reaction = zero["t"] - _first_sample_after(env, rollout, t_bad)
     # Two consecutive breaches are two disjoint windows, each at least the shortest window
     # (two scrapes) long; plus a scrape, plus slack for query latency and tick jitter.
@@ -255,13 +260,14 @@ def test_manual_commands(env):
     run("abort")
     s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "aborted", 10)
     assert s["history"][-1]["outcome"] == "aborted"
-    assert env.applies(rollout)[-1]["candidate"] is None
+    eventually(lambda: env.applies(rollout)[-1]["candidate"] is None, 10, "the abort applied")
     run("retry")
     env.wait_status(ns, lambda s: s.get("phase") == "Progressing" and
                     s.get("candidateWeight") == 10, "retried at step 1", 10)
     run("promote")
     s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promoted", 10)
-    assert env.applies(rollout)[-1]["champion"] == CANDIDATE
+    eventually(lambda: env.applies(rollout)[-1]["champion"] == CANDIDATE, 10,
+               "the promotion applied")
     run("rollback:nope", "rejected")
     run(f"rollback:{CHAMPION}")
     s = env.wait_status(ns, lambda s: s["serving"]["champion"] == CHAMPION, "rolled back", 10)
