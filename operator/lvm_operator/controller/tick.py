@@ -62,7 +62,7 @@ from .evaluations import (
     plan_evaluations,
 )
 from .readiness import readiness
-from .status import Event, StatusUpdate, TickResult, compute
+from .status import READY, WARNING, Event, StatusUpdate, TickResult, compute
 from .transitions import (
     CommandRead,
     decision_history,
@@ -273,7 +273,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     if drift is not None and digest == serving.config_hash:
         # Someone (a person, a GitOps tool, a restarted Ray cluster) changed what is live:
         # put the desired config back, and say what was changed.
-        events.append(Event("Warning", "ServeConfigDrift", f"the live Serve config of "
+        events.append(Event(WARNING, "ServeConfigDrift", f"the live Serve config of "
                             f"{app.application} was changed outside the operator ({drift}); "
                             "re-applying the desired one"))
         serving = serving.model_copy(update={"config_hash": None})
@@ -288,7 +288,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         else:
             serving = _recorded(serving, digest, now)  # assumed applied; settle() says otherwise
     elif old.conditions:
-        ready = next((c for c in old.conditions if c.type == "Ready"), None)
+        ready = next((c for c in old.conditions if c.type == READY), None)
         if ready is not None and ready.reason == "ServeApplyFailed":
             apply_error = ready.message
     message = effect.message if effect is not None else None
@@ -359,9 +359,9 @@ def _refused(p: TickPlan, owner: str) -> TickOutcome:
             "this rollout changes nothing until that one is deleted or points elsewhere "
             "(or set spec.serve.application to another name)")
     events = []
-    previous = next((c for c in p.old.conditions or [] if c.type == "Ready"), None)
+    previous = next((c for c in p.old.conditions or [] if c.type == READY), None)
     if previous is None or previous.reason != "ApplicationOwnedElsewhere":
-        events.append(Event("Warning", "ApplicationOwnedElsewhere", text))
+        events.append(Event(WARNING, "ApplicationOwnedElsewhere", text))
     result = TickResult(now=p.now, generation=p.generation,
                         state=adapter.state_from_status(p.old.decision_state), plan=p.plan,
                         serving=p.old.serving or p.serving, owned_by=text, events=events)
