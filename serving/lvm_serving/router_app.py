@@ -26,7 +26,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lvm_serving.contracts import metrics as mc
-from lvm_serving.contracts.serve_config import RouterConfig, version_app_name
+from lvm_serving.contracts.serve_config import (
+    ROUTER_REQUEST_TIMEOUT_S,
+    RouterConfig,
+    version_app_name,
+)
 from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
 from lvm_serving.router import (
     HEADER_LANE,
@@ -57,7 +61,6 @@ from lvm_serving.version_app import TOKEN_K
 
 logger = logging.getLogger("ray.serve")
 
-DEFAULT_TIMEOUT_S = 30.0
 S = mc.Stage
 
 
@@ -78,7 +81,7 @@ class Router:
                 "the application name, which anyone can recompute (forgeable). Set %s (the same "
                 "value on every Ray node) in production.", env_name, env_name)
         self.signer = TokenSigner(keys, ttl_s=int(args.get("feedback_ttl_s", DEFAULT_TTL_S)))
-        self.timeout_s = float(args.get("request_timeout_s", DEFAULT_TIMEOUT_S))
+        self.timeout_s = float(args.get("request_timeout_s", ROUTER_REQUEST_TIMEOUT_S))
         self.config: RouterConfig | None = None
         self.handles: dict[str, Any] = {}
         self.metrics = Metrics()

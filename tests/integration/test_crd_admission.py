@@ -139,7 +139,7 @@ def test_defaults_are_filled_by_the_apiserver(kube, ns):
         assert spec["analysis"]["success"]["hit5ProxyMin"] == 0.6
         assert spec["analysis"]["rollback"]["laneFailure"] is True
         assert spec["analysis"]["onNoData"] == {"action": "hold", "maxHold": "1h"}
-        assert spec["routing"] == {"mode": "weighted"}
+        assert spec["routing"] == {"mode": "weighted", "requestTimeout": "30s"}
         assert spec["champion"]["replicas"] == {"min": 1, "max": 4}
         assert spec["steps"] == [{"weight": 100, "duration": "1m", "shadow": False}]
         assert spec["serve"]["application"] == "lvm"

@@ -411,3 +411,105 @@ def test_a_second_rollout_on_the_same_application_is_refused(env):
     assert env.applies(f"{ns}/lvm-second") == []
     assert "ApplicationOwnedElsewhere" in reasons(env, ns)
     assert env.applies(rollout)[-1]["weight"] == 10  # the owner's traffic is untouched
+
+
+# A real fault, not a fake: a ValidatingAdmissionPolicy makes the real kube-apiserver refuse
+# every status write of a rollout carrying DENY_STATUS_LABEL (other writes are allowed).
+DENY_STATUS_LABEL = "e2e.lvm.rollout.io/deny-status-writes"
+DENY_STATUS_POLICY = {
+    "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": "e2e-deny-lvmrollout-status"},
+    "spec": {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": [{
+            "apiGroups": ["lvm.rollout.io"], "apiVersions": ["*"],
+            "operations": ["UPDATE"], "resources": ["lvmrollouts/status"]}]},
+        "validations": [{
+            "expression": f"!has(object.metadata.labels) || "
+                          f"!('{DENY_STATUS_LABEL}' in object.metadata.labels)",
+            "message": "e2e fault: status writes of this rollout are refused"}],
+    },
+}
+DENY_STATUS_BINDING = {
+    "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+    "metadata": {"name": "e2e-deny-lvmrollout-status"},
+    "spec": {"policyName": "e2e-deny-lvmrollout-status", "validationActions": ["Deny"]},
+}
+
+
+def _status_writes_refused(env: Env, ns: str) -> bool:
+    probe = env.kube.kubectl("patch", "lvmrollout", "lvm", "-n", ns, "--subresource=status",
+                             "--type=merge", "-p", '{"status": {}}', check=False)
+    return probe.returncode != 0 and "status writes of this rollout are refused" in probe.stderr
+
+
+def test_a_rollback_whose_status_cannot_be_written_moves_no_traffic_until_it_is(env):
+    """Issue 15 #4 on the real apiserver: while it refuses the rollout's status writes, the
+    operator's rollback decision is not recorded, so it moves no traffic (status and serving
+    keep agreeing, at 25%) and the failed tick is a Warning Event; once writes are accepted,
+    the rollback is recorded (phase, history, Event) and applied, and the candidate never
+    gets its traffic back."""
+    env.kube.apply(DENY_STATUS_POLICY)
+    env.kube.apply(DENY_STATUS_BINDING)
+    ns, rollout = start_rollout(env, [(25, "120s"), (100, "60s")])
+    env.wait_status(ns, lambda s: s.get("candidateWeight") == 25, "step 1 at 25%", 30)
+    eventually(lambda: env.applies(rollout) and env.applies(rollout)[-1]["weight"] == 25, 15,
+               "25% applied")
+    env.kube.kubectl("label", "lvmrollout", "lvm", "-n", ns, f"{DENY_STATUS_LABEL}=true")
+    eventually(lambda: _status_writes_refused(env, ns), 20, "the apiserver refusing writes")
+    applied_before = len(env.applies(rollout))
+    env.traffic.set(rollout, CANDIDATE, Profile(error_share=dict.fromkeys("0123", 0.5)))
+    eventually(lambda: "TickFailed" in reasons(env, ns), 20, "the failed tick reported")
+    time.sleep(4 * GUARD_S + SCRAPE_S)  # a rollback is due by now, several times over
+    assert len(env.applies(rollout)) == applied_before  # no decision recorded: nothing moved
+    assert env.status(ns)["candidateWeight"] == 25 and env.status(ns)["phase"] != "RolledBack"
+
+    env.kube.kubectl("label", "lvmrollout", "lvm", "-n", ns, f"{DENY_STATUS_LABEL}-")
+    s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "the rollback recorded",
+                        30)
+    assert "error rate" in s["message"] and s["history"][-1]["outcome"] == "rolledBack"
+    eventually(lambda: env.applies(rollout)[-1]["weight"] == 0, 10, "the rollback applied")
+    assert "RolledBack" in reasons(env, ns)
+    env.traffic.set(rollout, CANDIDATE, None)  # no candidate traffic: no evidence either way
+    time.sleep(3 * GUARD_S)
+    assert env.applies(rollout)[-1]["weight"] == 0 and env.status(ns)["candidateWeight"] == 0
+
+
+def test_git_edits_after_a_promotion_move_no_traffic_back(env):
+    """Issue 15 #9 on the real apiserver, as a GitOps tool would edit (kubectl apply of the
+    whole manifest): after the promotion a steps-only edit keeps it Promoted; writing what
+    status.gitSpec says (champion = the promoted version, no candidate) is Steady and applies
+    nothing; a revert to the old champion switches nothing and says why."""
+    ns, rollout = start_rollout(env, [(50, "1s"), (100, "1s")], warm="1s")
+    s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 30)
+    eventually(lambda: list(env.applies(rollout)[-1]["replicas"]) == [CANDIDATE], 15,
+               "the promoted version alone")
+    git = s["gitSpec"]
+    assert git["champion"]["version"] == CANDIDATE and git["removeCandidate"] is True
+    applied = len(env.applies(rollout))
+
+    edited = manifest(ns, env.prom.url, [(20, "1s"), (100, "1s")], warm="1s")
+    env.kube.apply(edited)  # only the steps changed
+    env.wait_status(ns, lambda s: s.get("observedGeneration") == 2, "the steps edit seen", 15)
+    assert env.status(ns)["phase"] == "Promoted"
+
+    edited["spec"]["champion"] = git["champion"]
+    del edited["spec"]["candidate"]
+    env.kube.apply(edited)  # what status.gitSpec said to write
+    s = env.wait_status(ns, lambda s: s.get("phase") == "Steady", "steady", 15)
+    assert s["gitSpec"]["inSync"] is True and s["serving"]["champion"] == CANDIDATE
+
+    reverted = manifest(ns, env.prom.url, [(20, "1s"), (100, "1s")], warm="1s")
+    del reverted["spec"]["candidate"]  # the champion is the old one again: a Git revert
+    env.kube.apply(reverted)
+
+    def refused() -> dict | None:
+        ready = {c["type"]: c for c in env.status(ns).get("conditions") or []}.get("Ready", {})
+        return ready if ready.get("reason") == "ChampionNotServing" else None
+
+    ready = eventually(refused, 15, "the revert refused")
+    assert f"spec.champion names {CHAMPION}, but {CANDIDATE} serves" in ready["message"]
+    time.sleep(2.0)
+    assert len(env.applies(rollout)) == applied  # no traffic moved by any of the three edits
+    assert list(env.applies(rollout)[-1]["replicas"]) == [CANDIDATE]
+    assert "ChampionNotServing" in reasons(env, ns)

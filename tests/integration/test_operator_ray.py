@@ -14,17 +14,25 @@ metric traffic is needed, so analysis holds on "no data" throughout, as it shoul
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from helpers import eventually
 from operator_harness import REPO, Operator
 
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
+from lvm_serving.contracts.serve_config import version_app_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -214,5 +222,123 @@ def test_real_backend_candidate_that_cannot_start_and_deletion_mid_rollout(
         try:
             for app in apps:
                 ray.delete(app)
+        finally:
+            ray.close()
+
+
+class _Load:
+    """Serving's load generator in a thread, against one router, until stopped."""
+
+    def __init__(self, url: str, rps: float) -> None:
+        from lvm_serving.loadgen import LoadConfig, LoadStats
+        from lvm_serving.synthetic import WorldSpec
+
+        self.config = LoadConfig(url=url, rps=rps, duration_s=600, concurrency=16,
+                                 feedback_rate=0.0, timeout_s=10.0,
+                                 world=WorldSpec(d_model=128))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.stats = LoadStats()
+
+    def _run(self) -> None:
+        from lvm_serving.loadgen import run_load
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await run_load(self.config, self._stop, self.stats)
+
+        asyncio.run(main())
+
+    def __enter__(self) -> _Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def _replica_pids(dashboard: str, application: str, version: str) -> list[int]:
+    """The live Ray actors of ``version``'s Serve replicas (the state API over HTTP)."""
+    body = httpx.get(f"{dashboard}/api/v0/actors", params={
+        "filter_keys": "state", "filter_predicates": "=", "filter_values": "ALIVE",
+        "limit": "10000"}, timeout=30).json()
+    actors = body["data"]["result"]["result"]
+    prefix = f"ServeReplica:{version_app_name(application, version)}:"
+    return [a["pid"] for a in actors if str(a.get("class_name", "")).startswith(prefix)]
+
+
+def test_real_backend_candidate_that_dies_at_20_percent_is_rolled_back_on_its_errors(
+        kube, crd_installed, ray_cluster, prometheus, trained, tmp_path, serve_http_port):
+    """Issue 15 #1 on the REAL Ray Serve backend, with real traffic through the router: at
+    20%, the candidate's replica is killed and its checkpoint corrupted (Serve cannot bring it
+    back). The router counts each request it routes to the candidate as an attempt and each
+    one that gets no answer as an error, so the guardrail sees a 100% error rate, not "no
+    traffic": the rollout rolls back within K x interval (+ the router's timeout, a scrape and
+    Ray's 1 s export), naming the error rate."""
+    kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
+    ns = kube.new_namespace("ray-crash")
+    app = "lvm-crash"
+    operator = Operator(kube, tmp_path, None, peering="lvm-rollout-ray-crash",
+                        scope=("--namespace", ns),
+                        extra_env={"LVM_RAY_SERVE_HTTP_HOST": "127.0.0.1",
+                                   "LVM_RAY_SERVE_HTTP_PORT": str(serve_http_port)})
+    ray = RayDashboardBackend(ray_cluster.dashboard_url)
+    # The candidate from a copy of its checkpoint, so this test can break it alone.
+    source = Path(trained[CANDIDATE]["checkpoint"]["uri"].removeprefix("file://"))
+    copy = tmp_path / f"crash-{source.name}"
+    shutil.copyfile(source, copy)
+    m = _manifest(ns, trained, ray_cluster.dashboard_url, prometheus.url)
+    m["metadata"]["name"] = app
+    m["spec"]["serve"]["application"] = app
+    m["spec"]["candidate"]["checkpoint"] = copy.as_uri()
+    m["spec"]["steps"] = [{"weight": 20, "duration": "1h"}, {"weight": 100, "duration": "1h"}]
+    interval_s, k, timeout_s = 2.0, 2, 2.0
+    m["spec"]["analysis"]["guardrails"] = {"interval": "2s", "consecutiveBreaches": k,
+                                           "minSamples": 10}
+    m["spec"]["routing"] = {"mode": "weighted", "requestTimeout": "2s"}
+
+    def status() -> dict:
+        out = kube.kubectl("get", "lvmrollout", app, "-n", ns, "-o", "json")
+        return json.loads(out.stdout).get("status") or {}
+
+    operator.start()
+    try:
+        kube.apply(m)
+        eventually(lambda: (a := ray.observe(app)).status.value == "RUNNING"
+                   and a.router is not None and a.router.candidate_weight == 20, 300,
+                   "router at 20% with both versions RUNNING", interval_s=2)
+        with _Load(f"http://127.0.0.1:{serve_http_port}/{app}", rps=30) as load:
+            eventually(lambda: (status().get("lastAnalysis") or {}).get("verdict") == "pass",
+                       90, "a passing guardrail check on real traffic", interval_s=1)
+            pids = _replica_pids(ray_cluster.dashboard_url, app, CANDIDATE)
+            assert pids, "no live replica of the candidate"
+            copy.write_bytes(b"corrupted: a restarted replica fails its sha256")
+            t_kill = time.time()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            try:
+                s = eventually(lambda: (x := status()).get("phase") == "RolledBack" and x, 90,
+                               "rolled back on the candidate's errors", interval_s=0.2)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\nstatus: {status()}\noperator log:\n"
+                                     f"{operator.log.read_text()[-3000:]}") from None
+            reaction = time.time() - t_kill
+            stats = load.stats.summary()
+        # + a scrape, Ray's 1 s export, and slack for ticks and queries on a busy machine
+        limit = timeout_s + k * interval_s + 1.0 + 1.0 + 8.0
+        print(f"\nkilled candidate at 20%: RolledBack {reaction:.1f} s after the kill (limit "
+              f"{limit:.0f} s); load {stats['sent']} sent, failed {stats['failed']}")
+        assert reaction <= limit
+        assert "error rate" in s["message"], s["message"]
+        assert s["history"][-1]["outcome"] == "rolledBack"
+        eventually(lambda: (r := ray.observe(app).router) is not None
+                   and r.candidate_weight == 0, 30, "all traffic back on the champion")
+    finally:
+        operator.stop()
+        try:
+            ray.delete(app)
         finally:
             ray.close()

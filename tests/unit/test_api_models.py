@@ -46,7 +46,7 @@ MINIMAL_DEFAULTED_SPEC = {
     "champion": {**MINIMAL["spec"]["champion"], "replicas": {"min": 1, "max": 4}},
     "candidate": {**MINIMAL["spec"]["candidate"], "replicas": {"min": 1, "max": 4}},
     "conceptBank": {"uri": "/concepts/bank.npz"},
-    "routing": {"mode": "weighted"},
+    "routing": {"mode": "weighted", "requestTimeout": "30s"},
     "steps": [{"weight": 100, "duration": "1m", "shadow": False}],
     "analysis": {
         "guardrails": {"interval": "30s", "consecutiveBreaches": 2, "minSamples": 100,

@@ -570,7 +570,7 @@ def test_an_application_served_by_another_rollout_is_left_alone():
     that LVMRollout exists (the shell looked it up): nothing is applied, decided or commanded;
     Ready=False and one Warning Event name the owner. Once the owner is gone, it takes over."""
     from lvm_operator.backends import AppStatus, ObservedApp
-    from lvm_operator.controller.tick import other_owner
+    from lvm_operator.controller.live import other_owner
     from lvm_serving.contracts.serve_config import RouterConfig
 
     r = Rollout()

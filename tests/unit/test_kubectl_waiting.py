@@ -19,6 +19,7 @@ def obj(phase=None, step=None, generation=1, observed=1, progressing=None) -> di
 
 @pytest.mark.parametrize(("o", "until", "code", "why"), [
     (obj("Promoted"), None, 0, "done"),
+    (obj("Steady"), None, 0, "a champion-only spec: what the spec says serves"),
     (obj("RolledBack"), None, 1, "rolled back: the pipeline fails"),
     (obj("Failed"), None, 1, "invalid spec"),
     (obj("Pending", progressing="GateBlocked"), None, 1, "the gate will not let it start"),

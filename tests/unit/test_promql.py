@@ -21,18 +21,18 @@ PROMTOOL = shutil.which("promtool")
     [
         (Query.REQUESTS,
          "sum by (rollout, version, lane) "
-         '(increase({__name__=~"ray_lvm_requests(_total)?"}[30s]))'),
+         '(increase(ray_lvm_requests_total[30s]))'),
         (Query.SERVER_ERRORS,
-         'sum by (rollout, version, lane) (increase({__name__=~"ray_lvm_request_errors(_total)?", '
+         'sum by (rollout, version, lane) (increase(ray_lvm_request_errors_total{'
          'reason=~"exception|nan_output|timeout"}[30s]))'),
         (Query.EMPTY_HITS,
          "sum by (rollout, version, lane) "
-         '(increase({__name__=~"ray_lvm_empty_hits(_total)?"}[30s]))'),
+         '(increase(ray_lvm_empty_hits_total[30s]))'),
         (Query.FEEDBACK,
          "sum by (rollout, version, lane) "
-         '(increase({__name__=~"ray_lvm_feedback(_total)?"}[30s]))'),
+         '(increase(ray_lvm_feedback_total[30s]))'),
         (Query.HIT5_PROXY_HITS,
-         'sum by (rollout, version, lane) (increase({__name__=~"ray_lvm_feedback_hits(_total)?", '
+         'sum by (rollout, version, lane) (increase(ray_lvm_feedback_hits_total{'
          'k="5", kind="proxy"}[30s]))'),
         (Query.P95_LATENCY,
          "histogram_quantile(0.95, sum by (le, rollout, version) "
@@ -60,9 +60,9 @@ def test_server_errors_follow_the_contract():
 @pytest.mark.parametrize(
     ("shadow", "fragment"),
     [
-        (ShadowFilter.INCLUDE, '{__name__=~"ray_lvm_requests(_total)?"}'),
-        (ShadowFilter.EXCLUDE, '{__name__=~"ray_lvm_requests(_total)?", shadow!="true"}'),
-        (ShadowFilter.ONLY, '{__name__=~"ray_lvm_requests(_total)?", shadow="true"}'),
+        (ShadowFilter.INCLUDE, 'ray_lvm_requests_total'),
+        (ShadowFilter.EXCLUDE, 'ray_lvm_requests_total{shadow!="true"}'),
+        (ShadowFilter.ONLY, 'ray_lvm_requests_total{shadow="true"}'),
     ],
 )
 def test_shadow_filter(shadow, fragment):
@@ -111,7 +111,7 @@ def test_selector_rejects_bad_input(kwargs, message):
 def test_selector_with_label_filters():
     assert promql.selector(mc.REQUESTS, equal={"version": "phase2-500ctx"},
                            one_of={"lane": ["3", "1"]}) == (
-        '{__name__=~"ray_lvm_requests(_total)?", version="phase2-500ctx", lane=~"1|3"}'
+        'ray_lvm_requests_total{version="phase2-500ctx", lane=~"1|3"}'
     )
 
 

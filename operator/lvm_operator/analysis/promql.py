@@ -9,8 +9,9 @@ Shapes, and why:
 * One query per metric for **all** rollouts, grouped ``by (rollout, version, lane)``: the
   operator runs a fixed number of queries per window however many rollouts it manages, then
   splits the result by the ``rollout`` label.
-* Counters are matched as ``{__name__=~"ray_lvm_requests(_total)?"}``: Ray prefixes custom
-  metrics with ``ray_`` and some Ray versions drop ``_total`` (see ``exported_series``).
+* Counters are selected by one name, ``ray_lvm_requests_total``. Ray prefixes
+  custom metrics with ``ray_``, and its legacy exporter may also emit a same-named gauge without
+  ``_total`` that a looser selector would add to every sum (see ``exported_series``).
 * Counts are ``increase()`` over the window; ratios (error rate, empty-hit rate, Hit@5 proxy)
   are computed by the reader from the counts, so a counter that has never been incremented
   (no series at all) reads as 0 instead of making the ratio vanish.
@@ -115,7 +116,7 @@ def selector(
     """A series selector for a contract metric as Ray exports it.
 
     ``equal`` adds ``label="value"`` matchers; ``one_of`` adds ``label=~"a|b"``.
-    Counters: ``{__name__=~"ray_lvm_requests(_total)?", ...}``; histogram parts by plain name.
+    Counters by their one ``_total`` name, histogram parts by theirs (``ray_..._bucket``).
     """
     if metric.kind is mc.MetricKind.COUNTER and suffix:
         raise ValueError(f"suffix={suffix!r} is invalid for counter {metric.name}: use ''")

@@ -208,6 +208,18 @@ class Routing(ApiModel):
             "the candidate, which receives the step's weight% of them."
         ),
     )
+    request_timeout: PositiveDuration = Field(
+        "30s",
+        description=(
+            "How long the router waits for a version's answer: past it the request fails with "
+            "504 and counts as that version's error (so a candidate whose replicas died is "
+            "judged on its errors). Changing it redeploys the router. " + _DURATION_HELP
+        ),
+    )
+
+    @property
+    def request_timeout_seconds(self) -> float:
+        return duration_seconds(self.request_timeout)
 
     cel_rules = (
         Rule(
@@ -725,7 +737,15 @@ class LVMRolloutSpec(ApiModel):
     """Roll a candidate model version out against the champion, step by step, judged by metrics."""
 
     champion: ModelVersion = Field(description="The version serving today.")
-    candidate: ModelVersion = Field(description="The version being rolled out.")
+    candidate: ModelVersion | None = Field(
+        None,
+        description=(
+            "The version being rolled out. Unset: the champion alone serves all traffic, the "
+            "steady state Git can describe after a promotion (status.gitSpec says what to "
+            "write); the champion must then be the version that serves. Removing it "
+            "mid-rollout aborts the rollout (all traffic to the champion at once)."
+        ),
+    )
     concept_bank: ConceptBank = Field(description="The concept bank retrieval searches.")
     routing: Routing = _nested(Routing, "How requests are split between the versions.")
     steps: Steps = Field(
@@ -766,7 +786,7 @@ class LVMRolloutSpec(ApiModel):
                 "!has(self.candidate.version) || self.champion.version != self.candidate.version"
             ),
             message="candidate.version must differ from champion.version",
-            check=lambda s: s.champion.version != s.candidate.version,
+            check=lambda s: s.candidate is None or s.champion.version != s.candidate.version,
             field_path=".candidate.version",
             # Not FieldValueDuplicate: the apiserver drops the message for that reason.
         ),

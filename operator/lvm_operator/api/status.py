@@ -380,13 +380,27 @@ class LaneHealthStatus(ApiModel):
     flagged: list[LaneFlag] | None = Field(None, max_length=MAX_LANE_ROWS)
 
 
+class GitSpec(ApiModel):
+    """What to write in Git so that the spec describes what serves. The operator never edits
+    the spec (a GitOps tool would put its copy back); it says what the spec should become."""
+
+    in_sync: Bool = Field(description="The spec already describes what serves.")
+    champion: ModelVersion | None = Field(
+        None, description="What spec.champion should say: the version serving all traffic.")
+    remove_candidate: Bool = Field(
+        False, description="spec.candidate names a version that is done with (promoted or "
+        "rolled back): remove it, or name the next candidate.")
+    message: Text = Field(description="What to change in Git, in one line.")
+
+
 class LVMRolloutStatus(ApiModel):
     """Where the rollout is, why, and what it has done."""
 
     phase: Phase | None = Field(
         None,
         description=(
-            "Pending, Progressing, Paused, Promoted, RolledBack or Failed."
+            "Pending, Progressing, Paused, Promoted, RolledBack, Failed, or Steady (the spec "
+            "names no candidate: the champion serves all traffic)."
         ),
     )
     observed_generation: Int | None = Field(
@@ -428,4 +442,8 @@ class LVMRolloutStatus(ApiModel):
     )
     lane_health: LaneHealthStatus | None = Field(
         None, description="Per-lane health (production metrics and eval results)."
+    )
+    git_spec: GitSpec | None = Field(
+        None, description="After a rollout ends: what to write in Git so that the spec "
+        "describes what serves (unset while a rollout runs)."
     )

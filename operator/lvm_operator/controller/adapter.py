@@ -24,6 +24,7 @@ from typing import Any
 
 from lvm_serving.contracts import metrics as mc
 from lvm_serving.contracts.serve_config import (
+    ROUTER_REQUEST_TIMEOUT_S,
     AppSpec,
     RouterConfig,
     RoutingMode,
@@ -56,7 +57,9 @@ def rollout_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def _model_identity(mv: ModelVersion) -> dict[str, Any]:
+def _model_identity(mv: ModelVersion | None) -> dict[str, Any] | None:
+    if mv is None:  # a champion-only spec
+        return None
     return {k: v for k, v in mv.to_k8s().items() if k != "replicas"}  # scaling only
 
 
@@ -99,6 +102,7 @@ def lane_min_requests(min_requests: int) -> int:
 
 def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
     """The decision plan for ``spec``; ``paused`` adds a command-level pause to ``spec.paused``."""
+    assert spec.candidate is not None, "a champion-only spec has no plan (see .steady)"
     a = spec.analysis
     g_interval = a.guardrails.interval_seconds
     return Plan(
@@ -228,7 +232,8 @@ def known_versions(spec: LVMRolloutSpec, history: list[HistoryEntry] | None
     bounds = (spec.champion.replicas.min, spec.champion.replicas.max)
     out = {h.version: ServedVersion.from_history(h, bounds) for h in history or []}
     out[spec.champion.version] = ServedVersion.of(spec.champion)
-    out[spec.candidate.version] = ServedVersion.of(spec.candidate)
+    if spec.candidate is not None:
+        out[spec.candidate.version] = ServedVersion.of(spec.candidate)
     return out
 
 
@@ -254,7 +259,8 @@ def app_spec_for(
     """
     versions = known_versions(spec, history)
     champion = versions[(serving and serving.champion) or spec.champion.version]
-    candidate_name = serving.candidate if serving is not None else spec.candidate.version
+    candidate_name = serving.candidate if serving is not None else (
+        spec.candidate.version if spec.candidate is not None else None)
     candidate = versions.get(candidate_name) if candidate_name else None
     mode = RoutingMode(spec.routing.mode.value)
     deployments: list[VersionSpec] = []
@@ -289,12 +295,16 @@ def app_spec_for(
         context_threshold=spec.routing.context_threshold,
         shadow=shadow and router_candidate is not None,
     )
+    timeout_s = spec.routing.request_timeout_seconds
     return AppSpec(
         application=spec.serve.application,
         concept_bank_uri=spec.concept_bank.uri,
         concept_bank_sha256=spec.concept_bank.sha256,
         router=router,
         versions=tuple(sorted(deployments, key=lambda v: v.version)),
+        # Only when set: the router's args at the default stay as they were (no redeploy).
+        extra_router_args={} if timeout_s == ROUTER_REQUEST_TIMEOUT_S else {
+            "request_timeout_s": timeout_s},
     )
 
 

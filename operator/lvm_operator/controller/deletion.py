@@ -58,5 +58,6 @@ def plan_deletion(obj: Mapping[str, Any], now: float) -> DeletionPlan:
                                old.history, now=now)
     return DeletionPlan(spec, app, f"deleted in phase {state.phase.value} (candidate "
                                    f"{state.candidate_weight}%): all traffic to champion "
-                                   f"{champion}; candidate {spec.candidate.version}'s "
+                                   f"{champion}; candidate "
+                                   f"{serving.candidate or spec.champion.version}'s "
                                    "application removed")

@@ -42,6 +42,7 @@ from ..metrics import METRICS
 from . import adapter
 from .deletion import plan_deletion
 from .kube import KubeAccess
+from .live import other_owner
 from .measurements import AnalysisCache
 from .status import WARNING, Event, tick_failed
 from .tick import (
@@ -49,7 +50,6 @@ from .tick import (
     Seen,
     TickOutcome,
     TickPlan,
-    other_owner,
     plan_tick,
     settle,
     tick,

@@ -36,6 +36,7 @@ from ..api import (
     DriftVerdict,
     EvaluationStatus,
     GateVerdict,
+    GitSpec,
     HistoryEntry,
     LaneHealthStatus,
     LaneHealthVerdict,
@@ -92,6 +93,10 @@ class Event:
     message: str
 
 
+#: :attr:`TickResult.git_spec` when a tick leaves ``status.gitSpec`` as it is.
+KEEP = object()
+
+
 @dataclass
 class TickResult:
     """What one reconcile tick did; everything :func:`compute` needs besides the old status."""
@@ -113,7 +118,11 @@ class TickResult:
     # The candidate's application failed to start (Serve's DEPLOY_FAILED/UNHEALTHY, its last
     # line): it gets no traffic; None: not failing (or not known to be)
     candidate_not_ready: str | None = None
-    owned_by: str | None = None  # another rollout serves the application: why nothing is done
+    # Nothing is applied or decided, and why: (Ready's reason, its message), e.g. another
+    # rollout serves the application, or a champion-only spec names a version that does not serve
+    refused: tuple[str, str] | None = None
+    # What to write in Git (status.gitSpec); KEEP: this tick does not say (unchanged)
+    git_spec: GitSpec | object | None = field(default_factory=lambda: KEEP)
 
 
 @dataclass(frozen=True)
@@ -194,9 +203,8 @@ def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
     out = []
     if t.invalid is not None:
         out.append(_condition(old, READY, False, "InvalidSpec", t.invalid, now, gen))
-    elif t.owned_by is not None:
-        out.append(_condition(old, READY, False, "ApplicationOwnedElsewhere", t.owned_by, now,
-                              gen))
+    elif t.refused is not None:
+        out.append(_condition(old, READY, False, *t.refused, now, gen))
     elif t.apply_error is not None:
         out.append(_condition(old, READY, False, "ServeApplyFailed", t.apply_error, now, gen))
     else:
@@ -205,7 +213,7 @@ def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
                               f"the Serve config for {phase.value} (candidate {weight}%) is "
                               "applied", now, gen))
     moving = phase in (Phase.PENDING, Phase.PROGRESSING)
-    reason = "RolloutProgressing" if moving else phase.value
+    reason = "RolloutProgressing" if moving else phase.value  # e.g. Promoted, Steady
     gate = t.evaluation.gate if t.evaluation is not None else None
     if phase is Phase.PENDING and gate is not None and gate.verdict in (
             GateVerdict.BLOCKED, GateVerdict.ERROR):
@@ -421,6 +429,8 @@ def compute(old: LVMRolloutStatus, t: TickResult) -> StatusUpdate:
         new.evaluation = t.evaluation
     if t.lane_health is not None:
         new.lane_health = t.lane_health
+    if t.git_spec is not KEEP:
+        new.git_spec = t.git_spec  # type: ignore[assignment]
     if t.command is not None:
         new.last_command = t.command
     if t.history_add:

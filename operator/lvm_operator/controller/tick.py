@@ -13,13 +13,16 @@ The shell (:mod:`.reconcile`) does the I/O; everything it must decide is here, i
    the evaluations and lane health, decide with the core, record promotions/rollbacks, render
    the Serve config, and compute the whole new status, its merge patch and the Events. The
    result (:class:`TickOutcome`) assumes the config it asks to apply goes live.
+   A champion-only spec takes a shorter path through both steps (:mod:`.steady`); what the
+   live application means for the apply (drift, staging, its owner) is :mod:`.live`.
 3. :func:`settle` — fold what the apply did (:class:`ApplyReport`: failed, not in effect yet,
    or applied) into the status, the Events and the next wait.
 
 Why split this way: measuring and evaluating must know what is due before the decision, and
 applying must know the decision; everything between is a function of plain data, so the tick is
 tested as tables (``tests/unit/test_controller_tick.py``) with no apiserver, Prometheus or
-backend.
+backend. Why one module of some 450 lines: the three steps share their types (the plan, what
+was seen, the outcome), and one tick reads top to bottom in the order the shell calls it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 from lvm_serving.contracts.serve_config import AppSpec
 
 from ..api import (
+    CommandResult,
     HistoryEntry,
     InvalidRolloutError,
     LVMRolloutSpec,
@@ -39,7 +43,7 @@ from ..api import (
     parse_rollout,
     parse_status,
 )
-from ..backends.protocol import AppStatus, ObservedApp
+from ..backends.protocol import ObservedApp
 from ..decision import (
     Check,
     Decision,
@@ -61,8 +65,10 @@ from .evaluations import (
     lane_health_tick,
     plan_evaluations,
 )
+from .live import recorded, render
 from .readiness import readiness
 from .status import READY, WARNING, Event, StatusUpdate, TickResult, compute
+from .steady import SteadyStart, git_spec, steady_start
 from .transitions import (
     CommandRead,
     decision_history,
@@ -114,6 +120,7 @@ class TickPlan:
     lane_check: LaneCheck | None = None
     evaluations: EvaluationPlan | None = None
     lane_versions: tuple[str, ...] = ()
+    steady: SteadyStart | None = None  # a champion-only spec (``plan`` is None)
 
     @property
     def key(self) -> str:
@@ -151,6 +158,9 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
                         notes=tuple(notes))
     spec = rollout.spec
     key = adapter.rollout_key(namespace, name)
+    if spec.candidate is None:
+        return _plan_steady(namespace, name, now, generation, old, tuple(notes), spec,
+                            meta.get("annotations"))
     start = start_for_spec(spec, adapter.state_from_status(old.decision_state), old.serving,
                            now)
     state, serving, history = start.state, start.serving, list(start.history)
@@ -181,6 +191,42 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
         checks=checks_due(plan, state, now) if decides else frozenset(),
         lane_check=lane_check, evaluations=evaluations, lane_versions=lane_versions,
     )
+
+
+def _plan_steady(namespace: str, name: str, now: float, generation: int | None,
+                 old: LVMRolloutStatus, notes: tuple[str, ...], spec: LVMRolloutSpec,
+                 annotations: Mapping[str, str] | None) -> TickPlan:
+    """Step 1 for a champion-only spec (:mod:`.steady`): no decision, only the champion."""
+    key = adapter.rollout_key(namespace, name)
+    history = list(old.history or [])
+    start = steady_start(spec, adapter.state_from_status(old.decision_state), old.serving,
+                         history, now)
+    if start.refused is not None:  # a pending command waits too
+        return TickPlan(namespace, name, now, generation, old, notes=notes, spec=spec,
+                        state=start.state, serving=start.serving, steady=start)
+    command = read_command(annotations, spec, start.state, start.serving, old, now)
+    added = list(start.history)
+    if command.effect is not None and command.effect.record.result is CommandResult.ACCEPTED:
+        # rollback --to: another served version takes all traffic, and stays steady
+        added += command.effect.history
+        again = steady_start(spec, command.effect.state, command.effect.serving,
+                             history + added, now)
+        if again.refused is None:
+            added += again.history
+            start = replace(again, events=[*start.events, *again.events],
+                            message=command.effect.message or again.message)
+    versions = adapter.known_versions(spec, history + added)
+    champion = versions[start.serving.champion or spec.champion.version]
+    evaluations = plan_evaluations(spec, key, old.evaluation, not_started=False,
+                                   champion=champion, candidate=None, now=now,
+                                   reevaluate=False)
+    lane_check = None
+    if lane_check_due(old.lane_health, now):
+        lane_check = LaneCheck(spec.prometheus.url, spec.analysis.lane_health.window_seconds)
+    return TickPlan(namespace, name, now, generation, old, notes=notes, spec=spec,
+                    state=start.state, serving=start.serving, history=tuple(added),
+                    command=command, lane_check=lane_check, evaluations=evaluations,
+                    lane_versions=(champion.version,), steady=start)
 
 
 # --- step 2: tick ----------------------------------------------------------------------------
@@ -239,9 +285,10 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     if p.invalid is not None:
         result = TickResult(now=now, generation=p.generation, invalid=p.invalid)
         return TickOutcome(compute(old, result), None, (), IDLE_TICK_S, result=result)
+    if p.steady is not None and p.steady.refused is not None:
+        return _refused(p, "ChampionNotServing", p.steady.refused)
     spec, plan, state, serving = p.spec, p.plan, p.state, p.serving
-    assert spec is not None and plan is not None and serving is not None
-    assert p.evaluations is not None
+    assert spec is not None and serving is not None and p.evaluations is not None
     effect = p.command.effect
     history = list(p.history)
     events = list(effect.events) if effect is not None else []
@@ -253,7 +300,13 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         observation=seen.lane if p.lane_check is not None else None, now=now)
 
     if seen.owner is not None and seen.owner != p.key:
-        return _refused(p, seen.owner)
+        return _refused(p, "ApplicationOwnedElsewhere", (
+            f"Serve application {spec.serve.application!r} is served by LVMRollout "
+            f"{seen.owner}; this rollout changes nothing until that one is deleted or points "
+            "elsewhere (or set spec.serve.application to another name)"))
+    if p.steady is not None:
+        return _steady_tick(p, seen, evaluation, lane_health, events, history)
+    assert plan is not None
     decision: Decision | None = None
     if p.decides:
         decision = decide(plan, state, replace(seen.observations, gate=evaluation.gate), now)
@@ -265,32 +318,10 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
 
     app = adapter.app_spec_for(spec, p.key, state, serving, [*(old.history or []), *history],
                                now=now)
-    digest = adapter.config_hash(app)
-    apply_error = None
-    to_apply = None
-    held_back = None
-    drift = live_drift(app, seen.serving)
-    if drift is not None and digest == serving.config_hash:
-        # Someone (a person, a GitOps tool, a restarted Ray cluster) changed what is live:
-        # put the desired config back, and say what was changed.
-        events.append(Event(WARNING, "ServeConfigDrift", f"the live Serve config of "
-                            f"{app.application} was changed outside the operator ({drift}); "
-                            "re-applying the desired one"))
-        serving = serving.model_copy(update={"config_hash": None})
-    if digest != serving.config_hash:
-        to_apply = app
-        if seen.serving is not None:
-            held_back = adapter.staged(app, running_versions(seen.serving))
-        if held_back is not None:
-            # The candidate is not running yet: deploy it with no traffic; the hash stays
-            # unrecorded, so the next tick looks again and moves the weight once it runs.
-            to_apply = held_back
-        else:
-            serving = _recorded(serving, digest, now)  # assumed applied; settle() says otherwise
-    elif old.conditions:
-        ready = next((c for c in old.conditions if c.type == READY), None)
-        if ready is not None and ready.reason == "ServeApplyFailed":
-            apply_error = ready.message
+    r = render(app, serving, seen.serving, old, now)
+    serving, to_apply, held_back, apply_error, digest = (
+        r.serving, r.to_apply, r.held_back, r.apply_error, r.digest)
+    events += r.events
     message = effect.message if effect is not None else None
     wait = readiness(spec, old, state, serving, seen.serving, held_back is not None, now)
     state, serving = wait.state, wait.serving
@@ -303,7 +334,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
                                    [*(old.history or []), *history], now=now)
         digest = adapter.config_hash(app)
         to_apply, held_back = app, None
-        serving = _recorded(serving, digest, now)
+        serving = recorded(serving, digest, now)
 
     result = TickResult(
         now=now, generation=p.generation, state=state, plan=plan, decision=decision,
@@ -311,6 +342,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
         command=effect.record if effect is not None else None, events=events,
         evaluation=evaluation.status, lane_health=lane_health,
         candidate_not_ready=wait.not_ready,
+        git_spec=git_spec(spec, state, serving, [*(old.history or []), *history]),
     )
     next_at = tuple(t for t in (evaluation.next_at, lane_health.next_check_at
                                 and lane_health.next_check_at.timestamp()) if t is not None)
@@ -324,55 +356,54 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     )
 
 
-def live_drift(app: AppSpec, observed: ObservedApp | None) -> str | None:
-    """What differs between the desired ``app`` and what the backend reports live, in one
-    bounded line, or None (also when the backend cannot tell: ``observed`` None or UNKNOWN)."""
-    if observed is None or observed.status is AppStatus.UNKNOWN:
-        return None
-    if observed.status is AppStatus.NOT_DEPLOYED:
-        return "none of its applications is deployed"
-    if observed.router is None:
-        return "the router's config is missing"
-    want, live = app.router.to_dict(), observed.router.to_dict()
-    changed = [f"{k} {live.get(k)!r} instead of {v!r}" for k, v in want.items()
-               if live.get(k) != v]
-    missing = sorted(set(app.version_names()) - set(observed.versions))
-    if missing:
-        changed.append(f"version application(s) missing: {', '.join(missing)}")
-    return "; ".join(changed)[:300] or None
+def _steady_tick(p: TickPlan, seen: Seen, evaluation, lane_health, events: list[Event],
+                 history: list[HistoryEntry]) -> TickOutcome:
+    """Step 2 for a champion-only spec: serve the champion alone (see :mod:`.steady`)."""
+    assert p.spec is not None and p.steady is not None and p.serving is not None
+    old, now, effect = p.old, p.now, p.command.effect
+    serving, retired = retire_expired(p.serving, now)
+    events = [*events, *p.steady.events, *retired]
+    refused = None
+    if p.steady.mismatch is not None:
+        refused = ("ChampionNotServing", p.steady.mismatch)
+        previous = next((c for c in old.conditions or [] if c.type == READY), None)
+        if previous is None or previous.reason != refused[0]:
+            events.append(Event(WARNING, *refused))
+    known = [*(old.history or []), *history]
+    app = adapter.app_spec_for(p.spec, p.key, p.state, serving, known, now=now)
+    r = render(app, serving, seen.serving, old, now)
+    result = TickResult(
+        now=now, generation=p.generation, state=p.state, serving=r.serving,
+        apply_error=r.apply_error,
+        message=(effect.message if effect is not None else None) or p.steady.message,
+        history_add=history, command=effect.record if effect is not None else None,
+        events=[*events, *r.events], evaluation=evaluation.status, lane_health=lane_health,
+        git_spec=git_spec(p.spec, p.state, r.serving, known), refused=refused,
+    )
+    next_at = tuple(t for t in (evaluation.next_at, lane_health.next_check_at
+                                and lane_health.next_check_at.timestamp()) if t is not None)
+    return TickOutcome(
+        compute(old, result), r.to_apply, p.command.remove_annotations,
+        wait_s(None, p.state, r.serving, now, apply_failed=r.apply_error is not None,
+               busy=evaluation.busy, next_at=next_at),
+        observed=seen.serving, result=result, digest=r.digest, busy=evaluation.busy,
+        next_at=next_at)
 
 
-def other_owner(key: str, observed: ObservedApp | None) -> str | None:
-    """The rollout ("namespace/name") whose router serves ``observed``, when it is not ``key``:
-    the shell then checks that it still exists (an owner that was deleted can be adopted)."""
-    router = observed.router if observed is not None else None
-    if router is None or not router.rollout or router.rollout == key:
-        return None
-    return router.rollout
-
-
-def _refused(p: TickPlan, owner: str) -> TickOutcome:
-    """One owner per Serve application: nothing is applied, decided or commanded (a pending
-    command waits), and the Ready condition and one Warning Event say who owns it."""
-    assert p.spec is not None and p.plan is not None and p.serving is not None
-    text = (f"Serve application {p.spec.serve.application!r} is served by LVMRollout {owner}; "
-            "this rollout changes nothing until that one is deleted or points elsewhere "
-            "(or set spec.serve.application to another name)")
+def _refused(p: TickPlan, reason: str, text: str) -> TickOutcome:
+    """Nothing is applied, decided or commanded (a pending command waits), and the Ready
+    condition (False, ``reason``) and one Warning Event say why: one owner per Serve
+    application; a champion-only spec must name the version that serves."""
+    assert p.spec is not None and p.serving is not None
     events = []
     previous = next((c for c in p.old.conditions or [] if c.type == READY), None)
-    if previous is None or previous.reason != "ApplicationOwnedElsewhere":
-        events.append(Event(WARNING, "ApplicationOwnedElsewhere", text))
+    if previous is None or previous.reason != reason:
+        events.append(Event(WARNING, reason, text))
     result = TickResult(now=p.now, generation=p.generation,
                         state=adapter.state_from_status(p.old.decision_state), plan=p.plan,
-                        serving=p.old.serving or p.serving, owned_by=text, events=events)
+                        serving=p.old.serving or p.serving, refused=(reason, text),
+                        events=events)
     return TickOutcome(compute(p.old, result), None, (), IDLE_TICK_S, result=result)
-
-
-def running_versions(observed: ObservedApp) -> set[str]:
-    """The versions whose application the backend reports running with a replica up."""
-    return {v for v, ov in observed.versions.items()
-            if str(ov.status or "").upper() == "RUNNING"
-            and (ov.running_replicas is None or ov.running_replicas > 0)}
 
 
 # --- step 3: settle --------------------------------------------------------------------------
@@ -384,7 +415,6 @@ def settle(p: TickPlan, outcome: TickOutcome, report: ApplyReport) -> TickOutcom
         return outcome
     result = outcome.result
     assert result is not None and result.serving is not None and result.state is not None
-    assert p.plan is not None
     # The hash stays unrecorded, so the next tick applies again (a no-op when live) and
     # re-checks; a failure also becomes the Ready/Degraded conditions and a Warning Event.
     before = p.serving
@@ -399,18 +429,15 @@ def settle(p: TickPlan, outcome: TickOutcome, report: ApplyReport) -> TickOutcom
                       next_at=outcome.next_at))
 
 
-def _recorded(serving: Serving, digest: str, now: float) -> Serving:
-    return serving.model_copy(update={"config_hash": digest,
-                                      "applied_at": adapter.to_rfc3339(now)})
-
-
-def wait_s(plan: Plan, state: RolloutState, serving: Serving, now: float, *,
+def wait_s(plan: Plan | None, state: RolloutState, serving: Serving, now: float, *,
            apply_failed: bool, busy: bool, next_at: tuple[float, ...]) -> float:
     """Seconds until the next tick is useful: the core's next decision, a warm champion's
-    deadline, a running evaluation's poll, a drift or lane check; soon after a failed apply."""
+    deadline, a running evaluation's poll, a drift or lane check; soon after a failed apply.
+    ``plan`` None: a champion-only spec (nothing to decide)."""
+    interval = plan.guardrails.interval_s if plan is not None else IDLE_TICK_S
     if apply_failed:
-        return min(plan.guardrails.interval_s, APPLY_RETRY_S)
-    wait = next_decision_in_s(plan, state, now)
+        return min(interval, APPLY_RETRY_S)
+    wait = next_decision_in_s(plan, state, now) if plan is not None else None
     if wait is None:
         wait = IDLE_TICK_S
         if serving.retiring_until is not None:
@@ -419,4 +446,4 @@ def wait_s(plan: Plan, state: RolloutState, serving: Serving, now: float, *,
         wait = min(wait, EVAL_POLL_S)
     for due_at in next_at:
         wait = min(wait, max(0.0, due_at - now))
-    return max(MIN_TICK_S, min(wait, plan.guardrails.interval_s, IDLE_TICK_S))
+    return max(MIN_TICK_S, min(wait, interval, IDLE_TICK_S))

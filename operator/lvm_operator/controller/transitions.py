@@ -55,7 +55,7 @@ def entry(spec: LVMRolloutSpec, version: str, outcome: Outcome, now: float, reas
           history: list[HistoryEntry] | None) -> HistoryEntry | None:
     """A history entry for ``version`` (from the spec, else from earlier history)."""
     for mv in (spec.candidate, spec.champion):
-        if mv.version == version:
+        if mv is not None and mv.version == version:
             return history_entry(mv, outcome, now, reason)
     for h in reversed(history or []):
         if h.version == version:

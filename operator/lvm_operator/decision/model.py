@@ -56,6 +56,9 @@ class Phase(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
+    # The spec names a champion and no candidate: it serves all traffic, nothing is rolled out
+    # (set by the operator, never by the core: there is nothing to decide)
+    STEADY = "Steady"
 
     @property
     def finished(self) -> bool:
@@ -63,7 +66,7 @@ class Phase(StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
+_FINISHED = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED, Phase.STEADY})
 
 
 class Action(StrEnum):

@@ -42,9 +42,9 @@ def ray_env() -> dict[str, str]:
         # Ray exports custom metrics every 10 s by default; the local stack compresses time
         # (1 s scrapes, guardrail windows of seconds), so export every second (Ray's minimum).
         "RAY_metrics_report_interval_ms": "1000",
-        # Counters only as counters (``ray_lvm_requests_total``): the legacy exporter would also
-        # emit a deprecated same-named gauge without ``_total``, and a query matching both names
-        # would count every request twice.
+        # Counters only as counters (``ray_lvm_requests_total``): Ray's legacy exporter would
+        # also emit a deprecated same-named gauge without ``_total`` (the queries select the
+        # one ``_total`` name anyway: tests/integration/test_exporter_modes.py).
         "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
     }
 
@@ -121,7 +121,12 @@ def start_ray_cluster(
     num_cpus_per_node: int = 4,
     object_store_mb: int = 256,
     timeout_s: float = 180,
+    *,
+    with_worker: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> RayCluster:
+    """A local Ray cluster: a head and (``with_worker``) a worker node, one pool each.
+    ``extra_env`` overrides :func:`ray_env` (tests: e.g. the legacy exporter's mode)."""
     pools = pools or DEFAULT_POOLS
     # Ray puts unix sockets under temp_dir; their paths must stay under ~100 chars.
     temp_dir = Path(tempfile.mkdtemp(prefix="lvmray-", dir="/tmp"))
@@ -129,6 +134,7 @@ def start_ray_cluster(
     # The routers sign feedback tokens with this key; every node needs the same one. A fresh
     # key per local cluster: tokens from an earlier stack are (rightly) refused.
     env["LVM_FEEDBACK_KEY"] = secrets.token_hex(32)
+    env.update(extra_env or {})
     names = ["gcs", "dashboard", "client", "metrics", "agent_http", "agent_grpc", "runtime_env",
              "node_manager", "object_manager"]
     head_ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -145,15 +151,18 @@ def start_ray_cluster(
     cluster.nodes.append(RayNode("head", pools["head"], head, head_ports["metrics"]))
     try:
         head.wait_ready(lambda: len(cluster.alive_nodes()) >= 1, timeout_s, what="dashboard up")
-        worker_ports = dict(zip(names, free_ports(len(names)), strict=True))
-        worker = ManagedProcess(
-            "ray-worker",
-            _node_argv("worker", pools["worker"], worker_ports, temp_dir, gcs, num_cpus_per_node,
-                       object_store_mb * 1024 * 1024),
-            run_dir / "logs" / "ray-worker.log", env=env,
-        ).start()
-        cluster.nodes.append(RayNode("worker", pools["worker"], worker, worker_ports["metrics"]))
-        worker.wait_ready(lambda: len(cluster.alive_nodes()) >= 2, timeout_s, what="joined")
+        if with_worker:
+            worker_ports = dict(zip(names, free_ports(len(names)), strict=True))
+            worker = ManagedProcess(
+                "ray-worker",
+                _node_argv("worker", pools["worker"], worker_ports, temp_dir, gcs,
+                           num_cpus_per_node, object_store_mb * 1024 * 1024),
+                run_dir / "logs" / "ray-worker.log", env=env,
+            ).start()
+            cluster.nodes.append(RayNode("worker", pools["worker"], worker,
+                                         worker_ports["metrics"]))
+            worker.wait_ready(lambda: len(cluster.alive_nodes()) >= 2, timeout_s,
+                              what="joined")
         for node in cluster.nodes:
             node.process.wait_ready(
                 lambda n=node: _metrics_ok(n.metrics_target), timeout_s, what="exporting metrics"

@@ -163,8 +163,9 @@ def status_cmd(
     name: Name, namespace: Namespace = None, context: Context = None,
     kubeconfig: Kubeconfig = None,
     watch: Annotated[bool, typer.Option(
-        "--watch", "-w", help="For pipelines: print each change once and exit 0 when Promoted, "
-        "1 on RolledBack, Failed, a blocked gate or a pause for a person, 2 on --timeout.")
+        "--watch", "-w", help="For pipelines: print each change once and exit 0 when Promoted "
+        "(or Steady), 1 on RolledBack, Failed, a blocked gate or a pause for a person, 2 on "
+        "--timeout.")
     ] = False,
     timeout: Annotated[str, typer.Option(
         "--timeout", help="With --watch: how long to wait, a duration such as 30m.")] = "30m",

@@ -82,8 +82,8 @@ VERDICT_STYLE = {"pass": "green", "breach": "bold red", "noData": "yellow", "err
                  "inconclusive": "cyan", "blocked": "bold red", "pending": "yellow",
                  "ok": "green", "drifted": "bold red", "healthy": "green",
                  "degraded": "bold red"}
-PHASE_STYLE = {"Progressing": "cyan", "Promoted": "green", "RolledBack": "red",
-               "RollingBack": "red", "Failed": "bold red", "Paused": "yellow"}
+PHASE_STYLE = {Phase.PROGRESSING: "cyan", Phase.PROMOTED: "green", Phase.STEADY: "green",
+               Phase.ROLLED_BACK: "red", Phase.FAILED: "bold red", Phase.PAUSED: "yellow"}
 
 
 def styled(value: Any, styles: dict[str, str]) -> Text:
@@ -244,7 +244,8 @@ def _head(obj: dict, now: datetime) -> Table:
     head.add_row("Champion", _version_line(spec.get("champion") or {})
                  + (f" — serving {champion_of(obj)}" if champion_of(obj)
                     != (spec.get("champion") or {}).get("version") else ""))
-    head.add_row("Candidate", _version_line(spec.get("candidate") or {}))
+    head.add_row("Candidate", _version_line(spec["candidate"]) if spec.get("candidate")
+                 else "— (none: the champion serves all traffic)")
     weight = status.get("candidateWeight")
     head.add_row("Candidate weight", "—" if weight is None else f"{weight}%")
     routing = spec.get("routing") or {}
@@ -268,6 +269,9 @@ def _head(obj: dict, now: datetime) -> Table:
     head.add_row("Reason", analysis.get("reason") or status.get("message") or "—")
     if status.get("message") and status.get("message") != analysis.get("reason"):
         head.add_row("Last decision", status["message"])
+    git = status.get("gitSpec") or {}
+    if git:
+        head.add_row("Git", Text(git.get("message", ""), "" if git.get("inSync") else "yellow"))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and observed is not None and observed < generation:
         head.add_row("Note", Text(f"status is for generation {observed}; the spec is at "

@@ -45,8 +45,8 @@ def outcome(obj: dict, until_step: int | None = None) -> WaitResult:
         return WaitResult(None, f"the operator has not seen generation {generation} yet")
     phase = status.get("phase") or "Pending"
     reason = status.get("message") or ""
-    if phase == "Promoted":
-        return WaitResult(SUCCEEDED, f"Promoted: {reason}")
+    if phase in ("Promoted", "Steady"):  # Steady: the spec names no candidate
+        return WaitResult(SUCCEEDED, f"{phase}: {reason}")
     if phase in ("RolledBack", "Failed"):
         return WaitResult(FAILED, f"{phase}: {reason}")
     progressing = _condition(status, "Progressing")

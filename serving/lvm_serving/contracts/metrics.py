@@ -6,11 +6,13 @@ the alert rules are rendered from the same constants, so a rename cannot silentl
 Two facts about how Ray exports custom metrics shape this module:
 
 * every name gets a ``ray_`` prefix in the Prometheus exposition;
-* some Ray versions append ``_total`` to counters and others do not.
+* counters are exported as ``<name>_total`` and, by Ray's legacy exporter unless
+  ``RAY_EXPORT_COUNTER_AS_GAUGE=0`` (pinned wherever this project starts Ray), *also* as a
+  deprecated gauge named ``<name>``.
 
 So the names below are *base* names (no ``ray_`` prefix, no ``_total``); :func:`exported_series`
-gives the regular expression that matches a counter under either spelling, and queries select
-series by ``__name__=~`` with it.
+gives the one series name queries select (by ``__name__=~``), ``..._total`` for a counter, never
+both spellings: a query matching both would count every event twice.
 
 This module imports nothing beyond the standard library so the operator can use it without
 pulling in Ray or torch.
@@ -176,10 +178,13 @@ def buckets_for(metric: MetricDef) -> tuple[float, ...]:
 def exported_series(metric: MetricDef, suffix: str = "") -> str:
     """Regex for ``__name__`` matching the metric as Ray exports it.
 
-    Counters match with or without ``_total``; for histograms pass ``suffix`` (``_bucket``,
-    ``_sum``, ``_count``).
+    Counters: exactly ``<name>_total``, one name. Ray's legacy exporter also emits each
+    counter as a deprecated same-named gauge without ``_total`` unless
+    ``RAY_EXPORT_COUNTER_AS_GAUGE=0``; a selector matching both names would count every event
+    twice (``tests/integration/test_exporter_modes.py``). For histograms pass ``suffix``
+    (``_bucket``, ``_sum``, ``_count``).
     """
     base = f"{RAY_PREFIX}{metric.name}"
     if metric.kind is MetricKind.COUNTER:
-        return f"{base}(_total)?"
+        return f"{base}_total"
     return f"{base}{suffix}"

@@ -28,6 +28,9 @@ ROUTER_DEPLOYMENT = "Router"
 ROUTER_IMPORT_PATH = "lvm_serving.app:build_router"
 VERSION_IMPORT_PATH = "lvm_serving.app:build_version"
 VERSION_APP_SEPARATOR = "--"
+#: How long the router waits for a version's answer unless its args say otherwise
+#: (``request_timeout_s``, from ``spec.routing.requestTimeout``).
+ROUTER_REQUEST_TIMEOUT_S = 30.0
 #: A replica asks for this much of its node pool's Ray custom resource.
 POOL_RESOURCE_PER_REPLICA = 1
 
