@@ -21,9 +21,12 @@ bin="$cache/bin"
 kube_dir="$bin/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$bin/etcd-$ETCD_VERSION"
 helm_dir="$bin/helm-$HELM_VERSION"
+# Only its clusterrole-aggregation controller runs (tests of the chart's aggregated roles).
+kcm_dir="$bin/kube-controller-manager-$KUBERNETES_VERSION"
 
 if [[ "${1:-}" == "--print" ]]; then
-  printf '%s\n' "$kube_dir/kube-apiserver" "$kube_dir/kubectl" "$etcd_dir/etcd" "$helm_dir/helm"
+  printf '%s\n' "$kube_dir/kube-apiserver" "$kube_dir/kubectl" "$etcd_dir/etcd" "$helm_dir/helm" \
+    "$kcm_dir/kube-controller-manager"
   exit 0
 fi
 
@@ -61,6 +64,13 @@ build_kube() {
     go build -trimpath -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl)
 }
 
+build_kcm() {
+  local out="$1" ldflags; ldflags="$(kube_ldflags)"
+  (cd "$root/tools/k8s" &&
+    go build -trimpath -ldflags "$ldflags" -o "$out/kube-controller-manager" \
+      k8s.io/kubernetes/cmd/kube-controller-manager)
+}
+
 build_etcd() {
   local out="$1"
   (cd "$root/tools/etcd" &&
@@ -80,5 +90,9 @@ build_helm() {
 if [[ ! -x "$kube_dir/kube-apiserver" || ! -x "$kube_dir/kubectl" ]]; then
   log "building kube-apiserver and kubectl $KUBERNETES_VERSION (several minutes cold)"
   build_into "$kube_dir" build_kube
+fi
+if [[ ! -x "$kcm_dir/kube-controller-manager" ]]; then
+  log "building kube-controller-manager $KUBERNETES_VERSION (minutes cold)"
+  build_into "$kcm_dir" build_kcm
 fi
 log "tools ready under $bin"

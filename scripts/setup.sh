@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of everything the demo and the tests need on a fresh machine:
-#   1. Debian packages: prometheus (+ promtool), only when missing;
+#   1. Debian packages: prometheus (+ promtool) and lua5.4, only when missing;
 #   2. a Python virtualenv outside the clone with this project installed (editable) and its
 #      dev extras, re-installed only when pyproject.toml or the clone's path changed;
-#   3. kube-apiserver, etcd, kubectl and helm built from the Go module proxy (cached by version).
+#   3. kube-apiserver, kube-controller-manager, etcd, kubectl and helm built from the Go module
+#      proxy (cached by version).
 # Prints nothing but progress; safe to run many times.
 set -euo pipefail
 
@@ -21,6 +22,14 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   # The package enables a system service; our stack runs its own process with its own config.
   (systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true)
+fi
+
+if ! command -v lua5.4 >/dev/null; then
+  # The Argo CD health check and actions (tools/argocd/) are tested with a real Lua interpreter.
+  log "installing Debian's lua5.4 package"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends lua5.4 >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends lua5.4 >/dev/null; }
 fi
 
 stamp="$venv/.lvm-rollout-stamp"

@@ -4,9 +4,11 @@
   with default values, all options on, and one watched namespace;
 * ``helm install`` creates every object, ``helm uninstall`` removes them and keeps the CRDs;
 * a bad value fails ``helm install`` with the schema's message and creates nothing;
-* the operator's ServiceAccount can do exactly what it needs (``kubectl auth can-i --as``).
+* the operator's ServiceAccount can do exactly what it needs (``kubectl auth can-i --as``);
+* people bound to the built-in view / edit / admin roles get the chart's aggregated rules
+  (kube-controller-manager's clusterrole-aggregation controller runs for that test).
 
-There is no kubelet or controller-manager: the Deployment is stored but no pod runs, so
+There is no kubelet (and no other controller): the Deployment is stored but no pod runs, so
 nothing here waits for readiness. Deleted namespaces never finalize: every test uses fresh ones.
 The Prometheus Operator CRDs are minimal stand-ins (tests/fixtures/monitoring-crds.yaml).
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "lvm-rollout"
@@ -254,3 +257,58 @@ def test_namespaced_service_account_is_confined_to_the_watched_namespace(kube, c
         assert _can(kube, ns, verb, "customresourcedefinitions.apiextensions.k8s.io")
     for verb, res in CLUSTER_DENIED:
         assert not _can(kube, ns, verb, res), f"{verb} {res} must be denied"
+
+
+@pytest.fixture(scope="module")
+def role_aggregation(kube, tools, run_dir):
+    """The real clusterrole-aggregation controller (kube-controller-manager, nothing else)."""
+    from lvm_operator.devstack.control_plane import start_role_aggregation
+
+    kcm = start_role_aggregation(tools, kube.control_plane, run_dir)
+    yield kcm
+    kcm.stop()
+
+
+def _user_can(kube, user: str, verb: str, resource: str, ns: str,
+              subresource: str | None = None) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={user}", "-n", ns]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    answer = kube.kubectl(*args, check=False).stdout.strip()
+    assert answer in ("yes", "no"), answer
+    return answer == "yes"
+
+
+def test_people_bound_to_the_built_in_roles_can_use_lvmrollouts(kube, crds, role_aggregation):
+    """Issue 20 #4: the chart's ClusterRoles aggregate into view / edit / admin, so a person
+    bound to view reads LVMRollouts, to edit also changes and commands them (kubectl lvm writes
+    annotations), to admin the same; nobody but the operator writes their status."""
+    ns, apps = kube.new_namespace("chart"), kube.new_namespace("team")
+    for user, role in (("alice", "view"), ("bob", "edit"), ("carol", "admin")):
+        kube.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}",
+                     f"--user={user}", "-n", apps)
+    lvm = "lvmrollouts.lvm.rollout.io"
+    kube.helm("install", RELEASE, str(CHART), "-n", ns)
+    try:
+        eventually(lambda: _user_can(kube, "alice", "get", lvm, apps), 30,
+                   "view aggregated the chart's rules")
+        expected = {  # (user, verb, subresource) -> allowed
+            ("alice", "list", None): True, ("alice", "watch", None): True,
+            ("alice", "patch", None): False, ("alice", "delete", None): False,
+            ("bob", "get", None): True, ("bob", "patch", None): True,
+            ("bob", "create", None): True, ("bob", "delete", None): True,
+            ("bob", "patch", "status"): False,
+            ("carol", "get", None): True, ("carol", "patch", None): True,
+            ("carol", "patch", "status"): False,
+        }
+        eventually(lambda: all(_user_can(kube, u, v, lvm, apps, sub) is want
+                               for (u, v, sub), want in expected.items()), 30,
+                   "edit and admin aggregated the chart's rules")
+        # the grants follow the bindings: nothing outside the namespace
+        assert not _user_can(kube, "bob", "patch", lvm, ns)
+    finally:
+        kube.helm("uninstall", RELEASE, "-n", ns)
+    # (other tests' releases may still grant the same rules: check this release's roles went)
+    for role in ("view", "edit"):
+        gone = kube.kubectl("get", "clusterrole", f"{RELEASE}-{ns}-{role}", check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr

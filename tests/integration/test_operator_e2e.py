@@ -19,6 +19,7 @@ Time is compressed (steps of seconds, guardrails every second), never mocked.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -124,9 +125,26 @@ def reasons(env: Env, ns: str) -> list[str]:
 # --- scenarios -------------------------------------------------------------------------------
 
 
+def _wait_for(env: Env, ns: str, condition: str) -> subprocess.Popen:
+    """``kubectl wait --for=condition=<condition>`` on the rollout, running in the background."""
+    return subprocess.Popen(
+        [str(env.kube.tools.kubectl), "wait", f"--for=condition={condition}", "lvmrollout/lvm",
+         "-n", ns, "--timeout=90s"], env=env.kube.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+
+
 def test_good_candidate_walks_the_steps_and_is_promoted(env):
     ns, rollout = start_rollout(env, [(10, "2s"), (20, "2s"), (50, "2s"), (100, "2s")])
+    env.wait_status(ns, lambda s: s.get("phase") == "Progressing", "started", 30)
+    promoted = _wait_for(env, ns, "Promoted")  # what a pipeline or Argo CD hook would run
+    env.wait_status(ns, lambda s: s.get("currentStep") == 1, "step 2", 30)
+    assert promoted.poll() is None  # still waiting at step 2: Promoted is False until then
     s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 60)
+    out, _ = promoted.communicate(timeout=30)
+    assert promoted.returncode == 0 and "condition met" in out, out
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Ready"]["status"], c["Reconciling"]["status"], c["Stalled"]["status"]) == (
+        "True", "False", "False")
     # The decision reaches status just before its Serve apply (a failed status write must move
     # no traffic), so the promoting apply may land a moment after the status says Promoted.
     last = eventually(lambda: (a := env.applies(rollout)[-1])["candidate"] is None and a, 10,
@@ -161,9 +179,15 @@ def test_p95_breach_rolls_back_within_two_intervals_and_a_scrape(env):
     ns, rollout = start_rollout(env, [(20, "60s"), (100, "60s")])
     env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "pass"
                     and s.get("candidateWeight") == 20, "a passing step 1", 30)
+    stalled = _wait_for(env, ns, "Stalled")
     t_bad = time.time()
     env.traffic.set(rollout, CANDIDATE, Profile(latency_s=0.02))  # P95 20 ms > 10 ms
     s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "rollback", 20)
+    out, _ = stalled.communicate(timeout=30)  # kstatus (Flux) reads Stalled as Failed
+    assert stalled.returncode == 0 and "condition met" in out, out
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Ready"]["status"], c["RolledBack"]["status"], c["Stalled"]["reason"]) == (
+        "False", "True", "RolledBack")
     zero = eventually(lambda: next((a for a in env.applies(rollout)
                                     if a["t"] > t_bad and a["candidate"] is None), None), 10,
                       "the rollback applied")

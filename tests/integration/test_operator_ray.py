@@ -123,7 +123,7 @@ def test_operator_drives_the_real_serve_app(kube, crd_installed, ray_cluster, pr
         assert set(app.versions) == {CHAMPION, CANDIDATE}
         s = status()
         assert s["phase"] == "Progressing" and s["candidateWeight"] == 25
-        ready = {c["type"]: c for c in s["conditions"]}["Ready"]
+        ready = {c["type"]: c for c in s["conditions"]}["Applied"]
         assert ready["status"] == "True", ready
 
         command("promote")

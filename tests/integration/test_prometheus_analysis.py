@@ -1,8 +1,11 @@
 """The analysis queries against a real Prometheus scraping real exporters.
 
 Two in-process ``prometheus_client`` exporters stand in for two Ray nodes: one exports counters
-with ``_total`` (recent Ray), the other without (older Ray); both use Ray's ``ray_`` prefix and
-the contract's labels. Prometheus (Debian's binary, our own config) scrapes them every second.
+as Ray's OpenTelemetry exporter does (``ray_<name>_total``), the other as its legacy exporter does
+with ``RAY_EXPORT_COUNTER_AS_GAUGE=1`` (each counter twice: ``ray_<name>_total`` and a deprecated
+same-named gauge ``ray_<name>``, which the queries must not count again); both use Ray's
+``ray_`` prefix and the contract's labels. Prometheus (Debian's binary, our own config) scrapes
+them every second.
 
 Exact arithmetic: every series is scraped at 0 before the known values are set, and queries run
 at the timestamp of a target's last scrape. ``increase()`` then has nothing to extrapolate (a
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 from helpers import wait_for_series
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from lvm_operator.analysis import (
     GUARDRAIL_QUERIES,
@@ -86,8 +89,10 @@ class RayWithTotal:
                                  registry=self.registry)
 
 
-class RawCounters:
-    """Older Ray: counters exported without ``_total`` (``ray_lvm_requests{...} 1000``)."""
+class LegacyExporter:
+    """Ray's legacy exporter with ``RAY_EXPORT_COUNTER_AS_GAUGE=1``: every counter as a counter
+    (``ray_lvm_requests_total{...} 1000``) and again as a gauge (``ray_lvm_requests{...} 1000``),
+    the families built as Ray's metrics agent builds them."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -96,11 +101,17 @@ class RawCounters:
         self.values[(mc.RAY_PREFIX + metric.name, tuple(sorted(label_values.items())))] = value
 
     def collect(self):
-        by_name: dict[str, Metric] = {}
+        families: dict[str, tuple[CounterMetricFamily, GaugeMetricFamily]] = {}
         for (name, lbls), value in sorted(self.values.items()):
-            family = by_name.setdefault(name, Metric(name, "test counter", "unknown"))
-            family.add_sample(name, dict(lbls), value)
-        yield from by_name.values()
+            keys = [k for k, _ in lbls]
+            counter, gauge = families.setdefault(name, (
+                CounterMetricFamily(name, "test counter", labels=keys),
+                GaugeMetricFamily(name, "(DEPRECATED) test counter", labels=keys)))
+            counter.add_metric([v for _, v in lbls], value)
+            gauge.add_metric([v for _, v in lbls], value)
+        for counter, gauge in families.values():
+            yield counter
+            yield gauge
 
 
 @dataclass
@@ -108,7 +119,7 @@ class Loaded:
     prometheus: PrometheusServer
     reader: PrometheusReader
     at_total: float  # last scrape of the `_total` exporter
-    at_raw: float  # last scrape of the exporter without `_total`
+    at_raw: float  # last scrape of the legacy exporter
 
     def guardrails(self, at: float, **kw) -> Snapshot:
         return self.reader.observe(WINDOW_S, GUARDRAIL_QUERIES, at=at, **kw)
@@ -117,7 +128,7 @@ class Loaded:
         return self.reader.observe(WINDOW_S, QUALITY_QUERIES, at=at, **kw)
 
 
-def _zero_series(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
+def _zero_series(a: RayWithTotal, b: LegacyExporter, b_hist: Histogram) -> None:
     """Create every series at 0, as Ray does on first use, so Prometheus sees them start."""
     good_v1, good_v2 = labels("ml/good", "v1", "0"), labels("ml/good", "v2", "0")
     good_v2_shadow = labels("ml/good", "v2", "3", shadow=True)
@@ -142,7 +153,7 @@ def _zero_series(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
     # ml/bad v2 never records a Hit@5: its hits series does not exist at all.
 
 
-def _known_values(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
+def _known_values(a: RayWithTotal, b: LegacyExporter, b_hist: Histogram) -> None:
     # ml/good (with _total): the candidate passes everything.
     v1, v2 = labels("ml/good", "v1", "0"), labels("ml/good", "v2", "0")
     v2s = labels("ml/good", "v2", "3", shadow=True)  # shadow copies: included in analysis
@@ -166,7 +177,7 @@ def _known_values(a: RayWithTotal, b: RawCounters, b_hist: Histogram) -> None:
     for lbl, n in ((v2, 600), (v2s, 400)):
         for _ in range(n):
             a.latency.labels(**lbl).observe(0.002)  # all in (1.5 ms, 2 ms]
-    # ml/bad (without _total): the candidate breaches everything.
+    # ml/bad (legacy exporter, each counter also as a gauge): the candidate breaches everything.
     bv1, bv2 = labels("ml/bad", "v1", "1"), labels("ml/bad", "v2", "1")
     b.set(mc.REQUESTS, 1000, **bv1)
     for _ in range(1000):
@@ -193,7 +204,7 @@ def _last_scrape(server: PrometheusServer, selector: str, value: float) -> float
 
 @pytest.fixture(scope="module")
 def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
-    a, b = RayWithTotal(), RawCounters()
+    a, b = RayWithTotal(), LegacyExporter()
     reg_b = CollectorRegistry()
     reg_b.register(b)
     b_hist = Histogram(mc.RAY_PREFIX + mc.LATENCY.name, mc.LATENCY.description, mc.LATENCY.labels,
@@ -246,10 +257,15 @@ def test_passing_candidate_counters_with_total(loaded):
     assert out.verdict is Verdict.PASS, out.summary
 
 
-def test_breaching_candidate_counters_without_total(loaded):
+def test_breaching_candidate_from_the_legacy_exporter_is_counted_once(loaded):
     plan = Plan(**PLAN)
     g = loaded.guardrails(loaded.at_raw).for_rollout("ml/bad")
     v2 = g.versions["v2"]
+    # both names are scraped; the queries read the counter alone (not 2000, not an error)
+    names = {x["metric"]["__name__"] for x in loaded.prometheus.query(
+        '{__name__=~"ray_lvm_requests.*",rollout="ml/bad",version="v2"}')}
+    assert names == {"ray_lvm_requests", "ray_lvm_requests_total"}
+    assert v2.requests == pytest.approx(1000.0, rel=1e-9)
     assert v2.error_rate == pytest.approx(0.03, rel=1e-9)  # 30 NaN outputs / 1000
     assert v2.empty_hit_rate == pytest.approx(0.25, rel=1e-9)
     out = assess_guardrails(plan, g)

@@ -41,6 +41,18 @@ def one(docs: list[dict], kind: str) -> dict:
     return found[0]
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def for_people(doc: dict) -> bool:
+    """A ClusterRole aggregated into the built-in view/edit/admin roles (not the operator's)."""
+    return any(k.startswith(AGGREGATE) for k in doc["metadata"].get("labels", {}))
+
+
+def operators(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if not for_people(d)]
+
+
 def rule_set(role: dict) -> set[tuple[str, str, str, str]]:
     """(apiGroup, resource, verb, resourceName or '*') for every grant of a Role/ClusterRole."""
     out = set()
@@ -92,7 +104,7 @@ def test_default_objects(tools):
     docs = render(tools)
     assert sorted(d["kind"] for d in docs) == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
-        "ClusterKopfPeering",
+        "ClusterKopfPeering", "ClusterRole", "ClusterRole",  # + view and edit for people
     ])
     for doc in docs:
         labels = doc["metadata"]["labels"]
@@ -160,7 +172,7 @@ def test_metrics_service_targets_the_metrics_port(tools):
 
 @pytest.mark.parametrize("kuberay", [False, True])
 def test_cluster_wide_rbac_is_exactly_what_kopf_and_the_operator_need(tools, kuberay):
-    docs = render(tools, "--set", f"kuberay.enabled={str(kuberay).lower()}")
+    docs = operators(render(tools, "--set", f"kuberay.enabled={str(kuberay).lower()}"))
     role = one(docs, "ClusterRole")
     peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
     assert rule_set(role) == (
@@ -178,8 +190,8 @@ def test_cluster_wide_rbac_is_exactly_what_kopf_and_the_operator_need(tools, kub
 
 @pytest.mark.parametrize("kuberay", [False, True])
 def test_namespaced_rbac_is_a_role_in_the_watched_namespace(tools, kuberay):
-    docs = render(tools, "--set", "watchNamespace=ml-models",
-                  "--set", f"kuberay.enabled={str(kuberay).lower()}")
+    docs = operators(render(tools, "--set", "watchNamespace=ml-models",
+                            "--set", f"kuberay.enabled={str(kuberay).lower()}"))
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == "ml-models"
     peering = one(docs, "KopfPeering")["metadata"]["name"]
@@ -198,14 +210,30 @@ def test_namespaced_rbac_is_a_role_in_the_watched_namespace(tools, kuberay):
 def test_no_wildcards_or_sensitive_grants_anywhere(tools):
     for values in ([], ["-f", str(ALL_VALUES)], ["--set", "watchNamespace=x"]):
         for doc in render(tools, *values):
-            if doc["kind"] not in ("Role", "ClusterRole"):
-                continue
+            if doc["kind"] not in ("Role", "ClusterRole") or for_people(doc):
+                continue  # (people's roles: test_user_roles_aggregate_into_the_built_in_roles)
             for group, resource, verb, _ in rule_set(doc):
                 assert "*" not in (group, resource, verb)
                 assert verb not in ("delete", "deletecollection", "escalate", "bind",
                                     "impersonate")
                 assert resource not in ("secrets", "pods", "configmaps", "deployments",
                                         "namespaces", "serviceaccounts")
+
+
+def test_user_roles_aggregate_into_the_built_in_roles(tools):
+    people = {d["metadata"]["name"]: d for d in render(tools) if for_people(d)}
+    view, edit = people[f"{RELEASE}-{NAMESPACE}-view"], people[f"{RELEASE}-{NAMESPACE}-edit"]
+    assert {k.removeprefix(AGGREGATE) for k, v in view["metadata"]["labels"].items()
+            if k.startswith(AGGREGATE) and v == "true"} == {"view", "edit", "admin"}
+    assert {k.removeprefix(AGGREGATE) for k, v in edit["metadata"]["labels"].items()
+            if k.startswith(AGGREGATE) and v == "true"} == {"edit", "admin"}
+    assert rule_set(view) == (_own(["get", "list", "watch"], "lvm.rollout.io", "lvmrollouts")
+                              | _own(["get", "list", "watch"], "lvm.rollout.io",
+                                     "lvmrollouts/status"))
+    # edit changes and commands them (annotations); the status is the operator's alone
+    assert rule_set(edit) == _own(["create", "update", "patch", "delete", "deletecollection"],
+                                  "lvm.rollout.io", "lvmrollouts")
+    assert not [d for d in render(tools, "--set", "userRoles.enabled=false") if for_people(d)]
 
 
 # --- optional parts --------------------------------------------------------------------------
@@ -217,7 +245,7 @@ def test_all_options_objects(tools):
     assert kinds == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ClusterKopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-        *["ConfigMap"] * 5,
+        *["ConfigMap"] * 5, "ClusterRole", "ClusterRole",
     ])
     dep = one(docs, "Deployment")
     assert dep["spec"]["replicas"] == 3

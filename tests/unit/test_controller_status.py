@@ -50,8 +50,12 @@ def test_first_tick_writes_the_whole_status_and_a_started_event():
     assert [(e.type, e.reason) for e in up.events] == [("Normal", "Started")]
     assert "10%" in up.events[0].message
     c = conditions(s)
-    assert (c["Ready"].status, c["Progressing"].status, c["Degraded"].status,
+    assert (c["Applied"].status, c["Progressing"].status, c["Degraded"].status,
             c["NoData"].status) == ("True", "True", "False", "False")
+    # kstatus: at step 1 the desired state is not reached yet, the rollout moves by itself
+    assert (c["Ready"].status, c["Reconciling"].status, c["Stalled"].status,
+            c["Promoted"].status, c["RolledBack"].status) == ("False", "True", "False", "False",
+                                                              "False")
     assert all(x.observed_generation == GEN for x in s.conditions)
 
 
@@ -69,16 +73,16 @@ def test_condition_transition_time_changes_only_with_its_status():
     s1 = compute(LVMRolloutStatus(), tick(p, d, T0)).status
     d = decide(p, d.state, Observations(), T0 + 1)  # later ticks: plain holds
     s2 = compute(s1, tick(p, d, T0 + 5, message="other words")).status
-    assert conditions(s2)["Ready"].last_transition_time == datetime.fromtimestamp(T0, UTC)
+    assert conditions(s2)["Applied"].last_transition_time == datetime.fromtimestamp(T0, UTC)
     up3 = compute(s2, tick(p, d, T0 + 7, apply_error="BackendUnavailable: refused"))
-    ready = conditions(up3.status)["Ready"]
+    ready = conditions(up3.status)["Applied"]
     assert (ready.status, ready.reason) == ("False", "ServeApplyFailed")
     assert ready.last_transition_time == datetime.fromtimestamp(T0 + 7, UTC)
     assert conditions(up3.status)["Degraded"].status == "True"
     assert [(e.type, e.reason) for e in up3.events] == [("Warning", "ServeApplyFailed")]
     up4 = compute(up3.status, tick(p, d, T0 + 9, apply_error="BackendUnavailable: refused"))
     assert up4.events == []  # still failing: no new Event
-    assert conditions(up4.status)["Ready"].last_transition_time == ready.last_transition_time
+    assert conditions(up4.status)["Applied"].last_transition_time == ready.last_transition_time
     up5 = compute(up4.status, tick(p, d, T0 + 11))
     assert [(e.type, e.reason) for e in up5.events] == [("Normal", "ServeApplyRecovered")]
 

@@ -146,24 +146,24 @@ def test_backend_failure_is_a_condition_and_retried():
     r.apply_error = "ConnectionError: dashboard refused"
     out = r.tick()
     assert out.wait_s <= 2.0
-    ready = conditions(r)["Ready"]
+    ready = conditions(r)["Applied"]
     assert (ready["status"], ready["reason"]) == ("False", "ServeApplyFailed")
     assert "dashboard refused" in ready["message"]
     assert sorted(r.reasons()) == ["ServeApplyFailed", "Started"]
     r.apply_error = None
     r.t += 1.0
     r.tick()
-    ready = conditions(r)["Ready"]
+    ready = conditions(r)["Applied"]
     assert ready["status"] == "True" and len(r.applied) == 1
     assert "ServeApplyRecovered" in r.reasons()
 
 
 @pytest.mark.parametrize(("report", "hash_recorded", "ready", "wait_at_most"), [
-    # applied and in effect: the hash is recorded, Ready
+    # applied and in effect: the hash is recorded, Applied
     (ApplyReport(), True, ("True", "ServeConfigApplied"), 2.0),
     # applied, router config not live yet: the hash stays unrecorded (applied again next tick)
     (ApplyReport(in_effect=False), False, ("True", "ServeConfigApplied"), 2.0),
-    # the backend failed: unrecorded, Ready False, retried within min(interval 2 s, 2 s)
+    # the backend failed: unrecorded, Applied False, retried within min(interval 2 s, 2 s)
     (ApplyReport(error="BackendUnavailable: refused"), False, ("False", "ServeApplyFailed"), 2.0),
 ])
 def test_what_the_apply_did_is_folded_into_the_status(report, hash_recorded, ready,
@@ -174,7 +174,7 @@ def test_what_the_apply_did_is_folded_into_the_status(report, hash_recorded, rea
     out = settle(p, tick(p, Seen(Observations(guardrail=w, quality=w))), report)
     assert out.apply is not None
     assert (out.status.serving.config_hash is not None) == hash_recorded
-    ready_condition = {c.type: c for c in out.status.conditions}["Ready"]
+    ready_condition = {c.type: c for c in out.status.conditions}["Applied"]
     assert (ready_condition.status.value, ready_condition.reason) == ready
     assert out.wait_s <= wait_at_most
 

@@ -16,7 +16,7 @@ from lvm_serving.contracts.serve_config import AppSpec
 from ..api import LVMRolloutStatus, Serving
 from ..backends.protocol import AppStatus, ObservedApp
 from . import adapter
-from .status import READY, WARNING, Event
+from .status import APPLIED, WARNING, Event
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def render(app: AppSpec, serving: Serving, observed: ObservedApp | None,
             return Rendered(serving, digest, held_back, held_back, events=tuple(events))
         # assumed applied; settle() says otherwise
         return Rendered(recorded(serving, digest, now), digest, app, events=tuple(events))
-    ready = next((c for c in old.conditions or [] if c.type == READY), None)
+    ready = next((c for c in old.conditions or [] if c.type == APPLIED), None)
     failed = ready.message if ready is not None and ready.reason == "ServeApplyFailed" else None
     return Rendered(serving, digest, apply_error=failed, events=tuple(events))
 

@@ -11,13 +11,16 @@ Conditions follow Kubernetes conventions (metav1.Condition): one entry per type,
 CamelCase, ``lastTransitionTime`` changes only when ``status`` does, ``observedGeneration`` is
 the generation the condition was computed for.
 
-Types: ``Ready`` (the Serve config for the current decision is applied), ``Progressing`` (the
-rollout is moving), ``Degraded`` (rolled back, or the serve backend / analysis is failing),
-``NoData`` (the no-data deadline passed); with ``spec.evaluation``: ``GatePassed`` (the
-candidate passed the pre-rollout evaluation) and ``Drifted`` (the champion's eval-set numbers
-moved beyond the limit); always: ``LanesDegraded`` (a lane is far below its version's overall).
+Types: kstatus's (``Ready``: the desired state is reached, promoted or steady; ``Reconciling``:
+moving on by itself; ``Stalled``: it will not without a person) and the terminal ``Promoted`` and
+``RolledBack`` (for ``kubectl wait --for=condition=Promoted``); ``Applied`` (the Serve config
+for the current decision is in effect), ``Progressing`` (the rollout is moving), ``Degraded``
+(rolled back, or the serve backend / analysis is failing), ``NoData`` (the no-data deadline
+passed); with ``spec.evaluation``: ``GatePassed`` (the candidate passed the pre-rollout
+evaluation) and ``Drifted`` (the champion's eval-set numbers moved beyond the limit); always:
+``LanesDegraded`` (a lane is far below its version's overall).
 
-Why one module of some 400 lines: the status, its conditions and its Events are three views of
+Why one module of some 480 lines: the status, its conditions and its Events are three views of
 the same diff; kept together, a new field cannot gain a condition without its Event.
 """
 
@@ -67,6 +70,11 @@ NORMAL = "Normal"
 WARNING = "Warning"
 
 READY = "Ready"
+APPLIED = "Applied"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+PROMOTED = "Promoted"
+ROLLED_BACK = "RolledBack"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 NO_DATA = "NoData"
@@ -196,22 +204,73 @@ def _condition(prev: Mapping[str, Condition], type_: str, ok: bool, reason: str,
     )
 
 
+#: Phases in which the desired state is reached (kstatus ``Ready``): nothing left to do.
+_DONE = (Phase.PROMOTED, Phase.STEADY)
+
+
+def kstatus_conditions(old: Mapping[str, Condition], phase: Phase, t: TickResult,
+                       applied: tuple[bool, str, str], message: str) -> list[Condition]:
+    """``Ready``, ``Reconciling``, ``Stalled``, ``Promoted`` and ``RolledBack`` as kstatus and
+    ``kubectl wait`` read them: Ready only once the desired state is reached (promoted, or the
+    champion alone serving what a champion-only spec names); Reconciling while a rollout moves
+    on by itself; Stalled when it will not without a person (rolled back, failed, refused, a
+    blocked gate, paused for a person)."""
+    now, gen = t.now, t.generation
+    ok, applied_reason, applied_message = applied
+    gate = t.evaluation.gate if t.evaluation is not None else None
+    blocked = phase is Phase.PENDING and gate is not None and gate.verdict in (
+        GateVerdict.BLOCKED, GateVerdict.ERROR)
+    paused_for = t.serving.pause_reason if t.serving is not None else None
+    stalled: tuple[str, str] | None = None
+    if t.invalid is not None or t.refused is not None:
+        stalled = (applied_reason, applied_message)
+    elif phase in (Phase.ROLLED_BACK, Phase.FAILED):
+        stalled = (phase.value, message)
+    elif blocked:
+        assert gate is not None
+        stalled = ("GateBlocked" if gate.verdict is GateVerdict.BLOCKED else "EvaluationFailed",
+                   message)
+    elif phase is Phase.PAUSED and paused_for:
+        stalled = ("InconclusiveTimeout", paused_for)
+    # Moving on by itself: a step, the gate's evaluation, an apply being retried
+    reconciling = stalled is None and (phase in (Phase.PENDING, Phase.PROGRESSING) or not ok)
+    if not ok:
+        ready = (False, applied_reason, applied_message)
+    elif phase in _DONE:
+        ready = (True, phase.value, message)
+    else:
+        ready = (False, stalled[0] if stalled else "RolloutProgressing" if reconciling
+                 else phase.value, message)
+    return [
+        _condition(old, READY, *ready, now, gen),
+        _condition(old, RECONCILING, reconciling,
+                   applied_reason if not ok else "RolloutProgressing" if reconciling
+                   else phase.value, message if ok else applied_message, now, gen),
+        _condition(old, STALLED, stalled is not None, *(stalled or ("AsExpected", "")), now,
+                   gen),
+        _condition(old, PROMOTED, phase is Phase.PROMOTED, phase.value, message, now, gen),
+        _condition(old, ROLLED_BACK, phase is Phase.ROLLED_BACK, phase.value, message, now,
+                   gen),
+    ]
+
+
 def conditions_for(prev: list[Condition] | None, phase: Phase, t: TickResult,
                    verdict: Verdict | None, message: str) -> list[Condition]:
     old = {c.type: c for c in prev or []}
     now, gen = t.now, t.generation
     out = []
     if t.invalid is not None:
-        out.append(_condition(old, READY, False, "InvalidSpec", t.invalid, now, gen))
+        applied = (False, "InvalidSpec", t.invalid)
     elif t.refused is not None:
-        out.append(_condition(old, READY, False, *t.refused, now, gen))
+        applied = (False, *t.refused)
     elif t.apply_error is not None:
-        out.append(_condition(old, READY, False, "ServeApplyFailed", t.apply_error, now, gen))
+        applied = (False, "ServeApplyFailed", t.apply_error)
     else:
         weight = t.state.candidate_weight if t.state is not None else 0
-        out.append(_condition(old, READY, True, "ServeConfigApplied",
-                              f"the Serve config for {phase.value} (candidate {weight}%) is "
-                              "applied", now, gen))
+        applied = (True, "ServeConfigApplied",
+                   f"the Serve config for {phase.value} (candidate {weight}%) is applied")
+    out.append(_condition(old, APPLIED, *applied, now, gen))
+    out += kstatus_conditions(old, phase, t, applied, message)
     moving = phase in (Phase.PENDING, Phase.PROGRESSING)
     reason = "RolloutProgressing" if moving else phase.value  # e.g. Promoted, Steady
     gate = t.evaluation.gate if t.evaluation is not None else None
@@ -377,9 +436,9 @@ def events_for(old: LVMRolloutStatus, new: LVMRolloutStatus, t: TickResult) -> l
     for c in new.conditions or []:
         before = old_c.get(c.type)
         changed = before is None or before.status != c.status or before.reason != c.reason
-        if c.type == READY and changed and c.reason in ("ServeApplyFailed", "InvalidSpec"):
+        if c.type == APPLIED and changed and c.reason in ("ServeApplyFailed", "InvalidSpec"):
             events.append(Event(WARNING, c.reason, c.message))
-        elif (c.type == READY and changed and before is not None
+        elif (c.type == APPLIED and changed and before is not None
               and before.reason == "ServeApplyFailed"):
             events.append(Event(NORMAL, "ServeApplyRecovered", c.message))
     return events

@@ -67,7 +67,7 @@ from .evaluations import (
 )
 from .live import recorded, render
 from .readiness import readiness
-from .status import READY, WARNING, Event, StatusUpdate, TickResult, compute
+from .status import APPLIED, WARNING, Event, StatusUpdate, TickResult, compute
 from .steady import SteadyStart, git_spec, steady_start
 from .transitions import (
     CommandRead,
@@ -366,7 +366,7 @@ def _steady_tick(p: TickPlan, seen: Seen, evaluation, lane_health, events: list[
     refused = None
     if p.steady.mismatch is not None:
         refused = ("ChampionNotServing", p.steady.mismatch)
-        previous = next((c for c in old.conditions or [] if c.type == READY), None)
+        previous = next((c for c in old.conditions or [] if c.type == APPLIED), None)
         if previous is None or previous.reason != refused[0]:
             events.append(Event(WARNING, *refused))
     known = [*(old.history or []), *history]
@@ -396,7 +396,7 @@ def _refused(p: TickPlan, reason: str, text: str) -> TickOutcome:
     application; a champion-only spec must name the version that serves."""
     assert p.spec is not None and p.serving is not None
     events = []
-    previous = next((c for c in p.old.conditions or [] if c.type == READY), None)
+    previous = next((c for c in p.old.conditions or [] if c.type == APPLIED), None)
     if previous is None or previous.reason != reason:
         events.append(Event(WARNING, reason, text))
     result = TickResult(now=p.now, generation=p.generation,

@@ -128,3 +128,41 @@ def start_control_plane(tools: Tools, run_dir: Path, timeout_s: float = 120) -> 
     kubeconfig = run_dir / "kubeconfig"
     write_kubeconfig(kubeconfig, url, pki)
     return ControlPlane(etcd=etcd, apiserver=apiserver, url=url, kubeconfig=kubeconfig, pki=pki)
+
+
+def start_role_aggregation(tools: Tools, control_plane: ControlPlane, run_dir: Path,
+                           timeout_s: float = 60) -> ManagedProcess:
+    """kube-controller-manager running only its clusterrole-aggregation controller: what folds
+    ClusterRoles labelled ``rbac.authorization.k8s.io/aggregate-to-<role>`` into the built-in
+    view/edit/admin roles (the local stack otherwise runs no controllers)."""
+    (port,) = free_ports(1)
+    kcm = ManagedProcess(
+        "kube-controller-manager",
+        [
+            str(tools.kube_controller_manager),
+            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--authentication-kubeconfig={control_plane.kubeconfig}",
+            f"--authorization-kubeconfig={control_plane.kubeconfig}",
+            "--controllers=clusterrole-aggregation",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={run_dir / 'kcm-pki'}",
+            "--v=1",
+        ],
+        run_dir / "logs" / "kube-controller-manager.log",
+    ).start()
+    try:
+        kcm.wait_ready(lambda: _healthz_ok(f"https://127.0.0.1:{port}/healthz"), timeout_s,
+                       what="healthy")
+    except Exception:
+        kcm.stop()
+        raise
+    return kcm
+
+
+def _healthz_ok(url: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # its self-signed serving cert
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
+        return resp.status == 200

@@ -1,8 +1,8 @@
 """Where the locally built Kubernetes tools live, and building them when they are missing.
 
-``scripts/build-tools.sh`` builds kube-apiserver, kubectl, etcd and helm from the Go module proxy
-into a cache keyed by version (``scripts/versions.env``); this module reads the same pins so Python
-and the shell agree on one location.
+``scripts/build-tools.sh`` builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm
+from the Go module proxy into a cache keyed by version (``scripts/versions.env``); this module
+reads the same pins so Python and the shell agree on one location.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def pinned_versions() -> dict[str, str]:
 @dataclass(frozen=True)
 class Tools:
     kube_apiserver: Path
+    kube_controller_manager: Path
     kubectl: Path
     etcd: Path
     helm: Path
@@ -52,6 +53,8 @@ def locate(build_if_missing: bool = True) -> Tools:
     kube = bin_root / f"kubernetes-{v['KUBERNETES_VERSION']}"
     tools = Tools(
         kube_apiserver=kube / "kube-apiserver",
+        kube_controller_manager=(bin_root / f"kube-controller-manager-{v['KUBERNETES_VERSION']}"
+                                 / "kube-controller-manager"),
         kubectl=kube / "kubectl",
         etcd=bin_root / f"etcd-{v['ETCD_VERSION']}" / "etcd",
         helm=bin_root / f"helm-{v['HELM_VERSION']}" / "helm",
@@ -59,7 +62,8 @@ def locate(build_if_missing: bool = True) -> Tools:
         promtool=Path(os.environ.get("LVM_PROMTOOL", "/usr/bin/promtool")),
         kubernetes_version=v["KUBERNETES_VERSION"],
     )
-    built = (tools.kube_apiserver, tools.kubectl, tools.etcd, tools.helm)
+    built = (tools.kube_apiserver, tools.kube_controller_manager, tools.kubectl, tools.etcd,
+             tools.helm)
     if build_if_missing and not all(p.exists() for p in built):
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
     missing = [str(p) for p in (*built, tools.prometheus, tools.promtool) if not p.exists()]
