@@ -34,3 +34,20 @@ def eventually(predicate, timeout_s: float = 30, what: str = "condition", interv
             last_exc = exc
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last error: {last_exc}")
+
+
+def kstatus(obj: dict) -> str:
+    """What kstatus (kubernetes-sigs/cli-utils, behind Flux's health assessment) makes of a
+    custom resource, by the rules of its README: ``InProgress`` while
+    ``status.observedGeneration`` is behind ``metadata.generation`` or ``Reconciling`` is True,
+    ``Failed`` when ``Stalled`` is True, otherwise ``Current``."""
+    status = obj.get("status") or {}
+    generation = obj["metadata"].get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return "InProgress"
+    conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+    if conditions.get("Reconciling") == "True":
+        return "InProgress"
+    if conditions.get("Stalled") == "True":
+        return "Failed"
+    return "Current"

@@ -30,6 +30,14 @@ operator exports them again from what status recorded:
 ``lvm_lane_below_overall_ratio``                       gauge    ``rollout, version, lane,
                                                                 source`` (flagged lanes only)
 ``lvm_lane_health_flagged_lanes``                      gauge    ``rollout`` (0 when healthy)
+``lvm_rollout_info``                                   gauge    ``rollout, namespace, phase,
+                                                                champion, candidate`` (1)
+``lvm_rollout_candidate_weight_percent``               gauge    ``rollout``
+``lvm_rollout_current_step``                           gauge    ``rollout`` (from 1; 0 before)
+``lvm_rollout_condition``                              gauge    ``rollout, type, status,
+                                                                reason`` (1 per condition)
+``lvm_rollout_analysis_value``                         gauge    ``rollout, check, metric,
+                                                                version`` (the candidate's)
 =====================================================  =======  ==============================
 
 The rollouts gauge is derived from the last phase seen per rollout (:meth:`set_phase`,
@@ -68,6 +76,11 @@ EVAL_GATE_PASSED = "lvm_eval_gate_passed"
 EVAL_LAST_RUN = "lvm_eval_last_run_timestamp_seconds"
 LANE_BELOW_OVERALL = "lvm_lane_below_overall_ratio"
 LANE_FLAGGED = "lvm_lane_health_flagged_lanes"
+ROLLOUT_INFO = "lvm_rollout_info"
+ROLLOUT_WEIGHT = "lvm_rollout_candidate_weight_percent"
+ROLLOUT_STEP = "lvm_rollout_current_step"
+ROLLOUT_CONDITION = "lvm_rollout_condition"
+ROLLOUT_MEASUREMENT = "lvm_rollout_analysis_value"
 METRICS_PATH = "/metrics"
 #: Check durations: PromQL round trips, from a few ms to a slow Prometheus.
 CHECK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -171,6 +184,17 @@ class QualityCollector:
                              ["rollout", "version", "lane", "source"]),
         LANE_FLAGGED: ("Number of flagged lanes of a rollout (0 when every lane is healthy).",
                        ["rollout"]),
+        ROLLOUT_INFO: ("1 per rollout: its phase and the versions serving as champion and "
+                       "candidate (empty: none).",
+                       ["rollout", "namespace", "phase", "champion", "candidate"]),
+        ROLLOUT_WEIGHT: ("Percent of traffic the candidate receives now.", ["rollout"]),
+        ROLLOUT_STEP: ("The current step, from 1 (0: before the first step).", ["rollout"]),
+        ROLLOUT_CONDITION: ("1 per condition of a rollout's status, with its status and reason "
+                            "(as kube-state-metrics exports conditions).",
+                            ["rollout", "type", "status", "reason"]),
+        ROLLOUT_MEASUREMENT: ("The latest analysis' numbers for the candidate (all lanes): the "
+                              "judge's current estimate of each metric.",
+                              ["rollout", "check", "metric", "version"]),
     }
 
     def __init__(self) -> None:
@@ -232,6 +256,7 @@ def _quality_samples(rollout: str, status: LVMRolloutStatus
         g = ev.gate
         if g is not None and g.verdict in (GateVerdict.PASS, GateVerdict.BLOCKED):
             yield EVAL_GATE_PASSED, (rollout, g.candidate), float(g.verdict is GateVerdict.PASS)
+    yield from _rollout_samples(rollout, status)
     lh = status.lane_health
     if lh is not None:
         flagged = lh.flagged or []
@@ -239,6 +264,28 @@ def _quality_samples(rollout: str, status: LVMRolloutStatus
         for f in flagged:
             yield (LANE_BELOW_OVERALL, (rollout, f.version, str(f.lane), f.source.value),
                    f.below_relative)
+
+
+def _rollout_samples(rollout: str, status: LVMRolloutStatus
+                     ) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """Where a rollout stands, for alerts and dashboards (every label value is bounded: names,
+    enum values and CamelCase reasons, never a message)."""
+    serving = status.serving
+    champion = (serving.champion if serving is not None else None) or ""
+    candidate = (serving.candidate if serving is not None else None) or ""
+    phase = str(status.phase or Phase.PENDING)
+    yield ROLLOUT_INFO, (rollout, rollout.partition("/")[0], phase, champion, candidate), 1.0
+    yield ROLLOUT_WEIGHT, (rollout,), float(status.candidate_weight or 0)
+    step = status.current_step
+    yield ROLLOUT_STEP, (rollout,), float(step + 1 if step is not None else 0)
+    for c in status.conditions or []:
+        yield ROLLOUT_CONDITION, (rollout, c.type, c.status.value, c.reason), 1.0
+    analysis = status.last_analysis
+    if analysis is not None and candidate:
+        for m in analysis.measurements or []:
+            if m.version == candidate and m.lane is None and m.value is not None:
+                yield (ROLLOUT_MEASUREMENT, (rollout, analysis.check or "", m.metric, m.version),
+                       m.value)
 
 
 #: The operator process's metrics.

@@ -59,8 +59,19 @@ class Traffic:
     def set(self, rollout: str, version: str, profile: Profile | None) -> None:
         if profile is None:
             self.profiles.pop((rollout, version), None)
-        else:
-            self.profiles[(rollout, version)] = profile
+            return
+        # Every series of the version starts at 0 before it counts anything (the Prometheus
+        # practice for labelled counters), so no window sees one series born a scrape after
+        # its sibling (feedback counted, hits not yet: a false "0% Hit@5").
+        for lane in LANES:
+            lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
+                   mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false"}
+            for counter in (self.requests, self.empty, self.feedback):
+                counter.labels(**lbl)
+            self.errors.labels(**lbl, reason="nan_output")
+            self.hits.labels(**lbl, k="5", kind="proxy")
+            self.latency.labels(**lbl)
+        self.profiles[(rollout, version)] = profile
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):

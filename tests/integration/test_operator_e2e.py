@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import eventually, wait_for_series
+from helpers import eventually, kstatus, wait_for_series
 from operator_harness import REPO, Operator, Profile, RolloutView, Traffic
 
 from lvm_operator.controller.adapter import MIN_GUARDRAIL_WINDOW_S
@@ -139,12 +139,14 @@ def test_good_candidate_walks_the_steps_and_is_promoted(env):
     promoted = _wait_for(env, ns, "Promoted")  # what a pipeline or Argo CD hook would run
     env.wait_status(ns, lambda s: s.get("currentStep") == 1, "step 2", 30)
     assert promoted.poll() is None  # still waiting at step 2: Promoted is False until then
+    assert kstatus(env.get(ns)) == "InProgress"
     s = env.wait_status(ns, lambda s: s.get("phase") == "Promoted", "promotion", 60)
     out, _ = promoted.communicate(timeout=30)
     assert promoted.returncode == 0 and "condition met" in out, out
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Ready"]["status"], c["Reconciling"]["status"], c["Stalled"]["status"]) == (
         "True", "False", "False")
+    assert kstatus(env.get(ns)) == "Current"  # Flux's health check: healthy
     # The decision reaches status just before its Serve apply (a failed status write must move
     # no traffic), so the promoting apply may land a moment after the status says Promoted.
     last = eventually(lambda: (a := env.applies(rollout)[-1])["candidate"] is None and a, 10,
@@ -188,6 +190,7 @@ def test_p95_breach_rolls_back_within_two_intervals_and_a_scrape(env):
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Ready"]["status"], c["RolledBack"]["status"], c["Stalled"]["reason"]) == (
         "False", "True", "RolledBack")
+    assert kstatus(env.get(ns)) == "Failed"  # Flux's health check: not healthy
     zero = eventually(lambda: next((a for a in env.applies(rollout)
                                     if a["t"] > t_bad and a["candidate"] is None), None), 10,
                       "the rollback applied")

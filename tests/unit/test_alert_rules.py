@@ -54,7 +54,8 @@ def test_thresholds_are_parameters():
 
 def test_rules_file_is_valid_yaml_with_serving_and_evaluation_groups():
     doc = yaml.safe_load(RULES_FILE.read_text())
-    assert [g["name"] for g in doc["groups"]] == ["lvm-serving", "lvm-evaluation"]
+    assert [g["name"] for g in doc["groups"]] == ["lvm-serving", "lvm-evaluation",
+                                                  "lvm-rollouts"]
     evaluation = {r["alert"]: r for r in doc["groups"][1]["rules"]}
     assert set(evaluation) == {"LVMModelDrift", "LVMLaneUnhealthy"}
     # Both fire on the operator's exported judgement (one source of truth for the limits).
@@ -67,7 +68,7 @@ def test_promtool_check_rules():
     proc = subprocess.run([PROMTOOL, "check", "rules", str(RULES_FILE)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 7 rules found" in proc.stdout
+    assert "SUCCESS: 11 rules found" in proc.stdout  # 5 serving + 2 evaluation + 4 rollout
 
 
 @needs_promtool

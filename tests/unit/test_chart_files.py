@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lvm_operator import metrics as om
 from lvm_operator.alerts import RULES_FILE
 from lvm_serving.contracts import metrics as mc
 
@@ -148,6 +149,10 @@ def test_dashboards_query_only_contract_metrics():
         assert wanted in used, f"no dashboard shows {metric.name}"
 
 
+ROLLOUT_GAUGES = {om.ROLLOUT_INFO, om.ROLLOUT_WEIGHT, om.ROLLOUT_STEP, om.ROLLOUT_CONDITION,
+                  om.ROLLOUT_MEASUREMENT}
+
+
 def test_dashboards_group_by_rollout_and_version():
     lane_grouped = 0
     for name, expr in _all_dashboard_exprs():
@@ -157,6 +162,9 @@ def test_dashboards_group_by_rollout_and_version():
             labels = {s.strip() for s in clause.split(",")}
             assert mc.LABEL_ROLLOUT in labels, f"{name}: by ({clause}) lacks rollout"
         outer = {s.strip() for s in clauses[0].split(",")}
+        if "lvm_rollout_" in expr:  # the operator's per-rollout gauges: one series a rollout
+            assert re.findall(r"\b(lvm_rollout_[a-z_]+)\{", expr)[0] in ROLLOUT_GAUGES, expr
+            continue
         assert {mc.LABEL_ROLLOUT, mc.LABEL_VERSION} <= outer, f"{name}: {expr!r}"
         lane_grouped += mc.LABEL_LANE in outer
     assert lane_grouped >= 5, "lane health needs per-lane panels"
@@ -198,13 +206,13 @@ def test_prometheus_rule_carries_the_generated_rules_and_promtool_accepts_them(t
     assert spec == yaml.safe_load(RULES_FILE.read_text())
     # The annotations keep Prometheus' own templates: Helm did not evaluate them.
     summaries = [r["annotations"]["summary"] for g in spec["groups"] for r in g["rules"]]
-    assert all("{{ $labels.version }}" in s for s in summaries)
+    assert all("{{ $labels.version }}" in s or "{{ $labels.rollout }}" in s for s in summaries)
     path = tmp_path / "from-chart.rules.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     check = subprocess.run([str(tools.promtool), "check", "rules", str(path)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 11 rules found" in check.stdout
 
 
 @pytest.mark.parametrize("expr", ['sum by (rollout (rate(x[5m]))', "rate(x[$window])"])

@@ -244,3 +244,29 @@ def test_kubectl_lvm_status_shows_what_to_write_in_git():
     assert head(out, "Phase") == "Steady"
     assert head(out, "Candidate") == "— (none: the champion serves all traffic)"
     assert head(out, "Git") == f"the spec describes what serves: {CANDIDATE} alone"
+
+
+def test_a_new_candidate_with_the_old_champion_still_in_git_is_refused():
+    """After a promotion, Git adds the next candidate but still names the old champion: starting
+    would send the champion's share to the old version without judging it. Refused until
+    spec.champion is the version that serves; then the rollout starts from it."""
+    r = Rollout()
+    finish(r)
+    applied = len(r.applied)
+    nxt = {**champion_only(CHAMPION), "version": "phase3-next", "sha256": "e" * 64}
+    git_edit(r, candidate=nxt)  # champion still phase1-baseline
+    for _ in range(2):
+        r.t += 1.0
+        r.tick()
+    ready = conditions(r)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ChampionNotServing")
+    assert f"spec.champion names {CHAMPION}, but {CANDIDATE} serves" in ready["message"]
+    assert len(r.applied) == applied and r.status["phase"] == "Promoted"
+    assert r.reasons().count("ChampionNotServing") == 1
+    git_edit(r, champion=champion_only(CANDIDATE))
+    r.t += 1.0
+    r.tick()
+    s = r.status
+    assert (s["phase"], s["candidateWeight"], s["serving"]["champion"]) == (
+        "Progressing", 25, CANDIDATE)
+    assert {v.version for v in r.applied[-1].versions} == {CANDIDATE, "phase3-next"}

@@ -97,6 +97,10 @@ def cmd(value: str) -> Command:
     # retry: after a rollback, or a blocked gate before step 1
     ("retry", ROLLED_BACK, ROLLING, NO_STATUS, True,
      f"retrying {CANDIDATE} from step 1 by command", Phase.PENDING),
+    # ...but not after rollback --to another version: the spec's champion does not serve
+    ("retry", ROLLED_BACK, Serving(champion="phase0"), WITH_PHASE0, False,
+     f"phase0 serves, not spec.champion {CHAMPION}: set spec.champion to "
+     "status.gitSpec.champion to retry from it", Phase.ROLLED_BACK),
     ("retry", PENDING, ROLLING, GATE_BLOCKED, True,
      f"re-evaluating candidate {CANDIDATE} and champion on the eval set by command (gate was "
      "blocked: candidate Hit@5 0.410 < minimum 0.660)", Phase.PENDING),

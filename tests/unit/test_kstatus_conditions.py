@@ -4,30 +4,19 @@ kstatus (kubernetes-sigs/cli-utils, the library behind Flux's health assessment 
 ``kubectl``-style waiting) reads a custom resource as: ``InProgress`` while
 ``status.observedGeneration`` is behind ``metadata.generation`` or ``Reconciling`` is True,
 ``Failed`` when ``Stalled`` is True, otherwise ``Current``. :func:`kstatus` below is those rules
-(from its README), applied to what :class:`~test_controller_tick.Rollout` writes.
+(from its README: ``helpers.kstatus``), applied to what :class:`~test_controller_tick.Rollout`
+writes; the e2e tests apply it to the objects the real apiserver returns.
 """
 
 from __future__ import annotations
 
 import pytest
 from decision_fixtures import GOOD
+from helpers import kstatus
 from test_controller_steady import champion_only, finish, git_edit
 from test_controller_tick import CANDIDATE, Rollout, conditions
 
 from lvm_operator.decision import VersionMetrics
-
-
-def kstatus(obj: dict) -> str:
-    status = obj.get("status") or {}
-    generation = obj["metadata"].get("generation")
-    if generation is not None and status.get("observedGeneration", 0) < generation:
-        return "InProgress"
-    c = {x["type"]: x["status"] for x in status.get("conditions") or []}
-    if c.get("Reconciling") == "True":
-        return "InProgress"
-    if c.get("Stalled") == "True":
-        return "Failed"
-    return "Current"
 
 
 def progressing() -> Rollout:

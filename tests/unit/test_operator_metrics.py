@@ -75,3 +75,30 @@ def test_own_registry_and_only_metrics_path(scraped):
     text = httpx.get(f"{url}/metrics", timeout=5).text
     assert "python_gc" not in text and "process_cpu" not in text  # not the global registry
     assert httpx.get(f"{url}/", timeout=5).status_code == 404
+
+
+def test_rollout_gauges_come_from_the_status_the_tick_wrote():
+    """Issue 20 #5: the per-rollout gauges, and the series the lvm-rollouts alerts select, from
+    a rolled-back status made by the tick itself."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from test_controller_steady import finish
+    from test_controller_tick import CANDIDATE, CHAMPION, Rollout
+
+    from lvm_operator.api import parse_status
+    from lvm_operator.metrics import OperatorMetrics
+
+    r = Rollout()
+    finish(r, bad=True)
+    m = OperatorMetrics(CollectorRegistry())
+    m.set_quality("ml/lvm-local", parse_status(r.status))
+    text = generate_latest(m.registry).decode()
+    assert (f'lvm_rollout_info{{candidate="{CANDIDATE}",champion="{CHAMPION}",'
+            'namespace="ml",phase="RolledBack",rollout="ml/lvm-local"} 1.0') in text
+    assert 'lvm_rollout_candidate_weight_percent{rollout="ml/lvm-local"} 0.0' in text
+    assert 'lvm_rollout_current_step{rollout="ml/lvm-local"} 1.0' in text  # rolled back at step 1
+    # what LVMRolloutRolledBack selects
+    assert ('lvm_rollout_condition{reason="RolledBack",rollout="ml/lvm-local",status="True",'
+            'type="RolledBack"} 1.0') in text
+    assert 'metric="errorRate",rollout="ml/lvm-local",version="phase2-500ctx"} 0.05' in text
+    m.forget("ml/lvm-local")
+    assert "lvm_rollout_info{" not in generate_latest(m.registry).decode()

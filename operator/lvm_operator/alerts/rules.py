@@ -6,6 +6,9 @@ rate above 20 %. They watch production as clients see it, so shadow copies are e
 they are independent of any rollout: they fire for a champion that degrades long after its
 rollout finished.
 
+A third group, ``lvm-rollouts``, pages on the rollouts themselves (rolled back, gate blocked,
+no data past its limit, stalled), from the operator's ``lvm_rollout_condition``.
+
 A second group, ``lvm-evaluation``, alerts on what the operator measures offline and exports
 (:mod:`lvm_operator.metrics`): the seed's weekly drift check (``LVMModelDrift``) and its lane
 health check (``LVMLaneUnhealthy``, a lane more than 15 % below its version's overall, from
@@ -198,6 +201,49 @@ def evaluation_rules() -> list[dict[str, Any]]:
     ]
 
 
+ROLLOUT_GROUP_NAME = "lvm-rollouts"
+
+
+def rollout_rules() -> list[dict[str, Any]]:
+    """Alerts on the rollouts themselves, from the operator's ``lvm_rollout_condition``: each
+    state that needs a person (README "Runbook" has a section per alert)."""
+    cond = om.ROLLOUT_CONDITION
+    who = "{{ $labels.rollout }}"
+    look = ("kubectl lvm status <name> -n <namespace> shows the reason, the numbers and the "
+            "history")
+
+    def rule(name: str, expr: str, summary: str, description: str) -> dict[str, Any]:
+        return {"alert": name, "expr": expr,
+                "labels": {"severity": "warning", "component": "lvm-rollout"},
+                "annotations": {"summary": summary, "description": f"{description} {look}.",
+                                "runbook_url": f"README.md#{name.lower()}"}}
+
+    return [
+        rule("LVMRolloutRolledBack", f'{cond}{{type="RolledBack",status="True"}} == 1',
+             f"LVMRollout {who} rolled back its candidate",
+             "The operator sent all traffic back to the champion (a guardrail or quality "
+             "breach, the progress deadline, or a command); it stays so until retried or the "
+             "spec names another candidate."),
+        rule("LVMRolloutGateBlocked",
+             f'{cond}{{type="Stalled",status="True",reason=~"GateBlocked|EvaluationFailed"}} '
+             "== 1",
+             f"LVMRollout {who} cannot start: {{{{ $labels.reason }}}}",
+             "The pre-rollout evaluation blocked the candidate (or could not run); it gets no "
+             "traffic."),
+        rule("LVMRolloutNoData", f'{cond}{{type="NoData",status="True"}} == 1',
+             f"LVMRollout {who} has had no data past analysis.onNoData.maxHold",
+             "The checks read no (or too little) candidate traffic, or Prometheus failed, for "
+             "longer than the no-data limit; the step holds."),
+        rule("LVMRolloutStalled",
+             f'{cond}{{type="Stalled",status="True",'
+             f'reason!~"RolledBack|GateBlocked|EvaluationFailed"}} == 1',
+             f"LVMRollout {who} is stalled: {{{{ $labels.reason }}}}",
+             "The rollout will not move without a person: paused after inconclusive checks "
+             "(InconclusiveTimeout), an invalid spec (InvalidSpec), or refused "
+             "(ApplicationOwnedElsewhere, ChampionNotServing)."),
+    ]
+
+
 class _Dumper(yaml.SafeDumper):
     pass
 
@@ -219,7 +265,8 @@ _HEADER = """\
 def render_rules_yaml(t: AlertThresholds = AlertThresholds()) -> str:
     """The full rules file (Prometheus ``rule_files`` format)."""
     doc = {"groups": [{"name": GROUP_NAME, "rules": alert_rules(t)},
-                      {"name": EVAL_GROUP_NAME, "rules": evaluation_rules()}]}
+                      {"name": EVAL_GROUP_NAME, "rules": evaluation_rules()},
+                      {"name": ROLLOUT_GROUP_NAME, "rules": rollout_rules()}]}
     return _HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=200,
                                default_flow_style=False)
 

@@ -113,6 +113,24 @@ def steady_start(spec: LVMRolloutSpec, state: RolloutState, serving: Serving | N
     return SteadyStart(steady, serving, added, events, message, mismatch=mismatch)
 
 
+def champion_not_serving(spec: LVMRolloutSpec, state: RolloutState,
+                         serving: Serving | None) -> str | None:
+    """Why a new rollout must not start from this two-version spec, or None: after a rollout
+    has ended, one whose ``spec.champion`` is not the version that serves (Git still names the
+    old champion after a promotion or a ``rollback --to``) would switch all of the champion's
+    traffic to that version without judging it."""
+    if spec.candidate is None or serving is None or serving.champion is None:
+        return None
+    if not state.phase.finished or serving.champion == spec.champion.version:
+        return None
+    if state.identity and state.identity == adapter.identity(spec):
+        return None  # not a new rollout: the finished one stays as it is
+    return (f"spec.champion names {spec.champion.version}, but {serving.champion} serves: a new "
+            f"rollout of {spec.candidate.version} must start from the version that serves; set "
+            f"spec.champion to status.gitSpec.champion ({serving.champion}); nothing is changed "
+            "until then")
+
+
 def _model_of(spec: LVMRolloutSpec, version: str,
               history: list[HistoryEntry]) -> ModelVersion | None:
     """``version`` as a ``spec.champion`` entry: the spec's own, else rebuilt from history."""

@@ -68,7 +68,7 @@ from .evaluations import (
 from .live import recorded, render
 from .readiness import readiness
 from .status import APPLIED, WARNING, Event, StatusUpdate, TickResult, compute
-from .steady import SteadyStart, git_spec, steady_start
+from .steady import SteadyStart, champion_not_serving, git_spec, steady_start
 from .transitions import (
     CommandRead,
     decision_history,
@@ -120,7 +120,8 @@ class TickPlan:
     lane_check: LaneCheck | None = None
     evaluations: EvaluationPlan | None = None
     lane_versions: tuple[str, ...] = ()
-    steady: SteadyStart | None = None  # a champion-only spec (``plan`` is None)
+    # A champion-only spec (``plan`` is None), or a refused one (``steady.refused``)
+    steady: SteadyStart | None = None
 
     @property
     def key(self) -> str:
@@ -161,8 +162,14 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
     if spec.candidate is None:
         return _plan_steady(namespace, name, now, generation, old, tuple(notes), spec,
                             meta.get("annotations"))
-    start = start_for_spec(spec, adapter.state_from_status(old.decision_state), old.serving,
-                           now)
+    stored = adapter.state_from_status(old.decision_state)
+    refused = champion_not_serving(spec, stored, old.serving)
+    if refused is not None:  # nothing is applied or decided (a pending command waits)
+        assert old.serving is not None
+        return TickPlan(namespace, name, now, generation, old, notes=tuple(notes), spec=spec,
+                        state=stored, serving=old.serving,
+                        steady=SteadyStart(stored, old.serving, refused=refused))
+    start = start_for_spec(spec, stored, old.serving, now)
     state, serving, history = start.state, start.serving, list(start.history)
     command = read_command(meta.get("annotations"), spec, state, serving, old, now)
     if command.effect is not None:

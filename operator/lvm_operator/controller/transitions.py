@@ -292,6 +292,12 @@ def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, servi
         if state.phase is not Phase.ROLLED_BACK:
             return done(False, f"retry needs a rolled-back or aborted rollout, or a "
                                f"blocked pre-rollout gate, not {state.phase.value}")
+        if serving.champion and serving.champion != spec.champion.version:
+            # after rollback --to: a retry against the spec's champion would switch the
+            # champion's traffic to a version that does not serve
+            return done(False, f"{serving.champion} serves, not spec.champion "
+                               f"{spec.champion.version}: set spec.champion to "
+                               "status.gitSpec.champion to retry from it")
         text = f"retrying {spec.candidate.version} from step 1 by command"
         sv = serving.model_copy(update={"champion": spec.champion.version,
                                         "candidate": spec.candidate.version})
