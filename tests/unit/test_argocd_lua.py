@@ -5,6 +5,7 @@ status the tick itself wrote (:class:`~test_controller_tick.Rollout`)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -29,7 +30,6 @@ from test_kstatus_conditions import (
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "tools" / "argocd"
 LUA = shutil.which("lua5.4")
-pytestmark = pytest.mark.skipif(LUA is None, reason="lua5.4 (scripts/setup.sh installs it)")
 
 
 def lua_literal(value) -> str:
@@ -47,9 +47,21 @@ def lua_literal(value) -> str:
     return json.dumps(str(value))  # JSON string escapes are valid Lua escapes for this text
 
 
-def run_lua(script: Path, obj: dict, show: str) -> str:
+def _render_cm():
+    spec = importlib.util.spec_from_file_location("render_cm", ARGOCD / "render_cm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RENDER_CM = _render_cm()
+
+
+def run_lua(script: Path | str, obj: dict, show: str) -> str:
+    assert LUA is not None, "lua5.4 is missing: scripts/setup.sh installs Debian's package"
+    text = script.read_text() if isinstance(script, Path) else script
     program = (f"obj = {lua_literal(obj)}\n"
-               f"local function script()\n{script.read_text()}\nend\n"
+               f"local function script()\n{text}\nend\n"
                f"local out = script()\n{show}\n")
     proc = subprocess.run([LUA, "-"], input=program, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -114,7 +126,7 @@ def test_discovery_offers_what_the_phase_allows():
 
 
 def act(verb: str, obj: dict) -> dict[str, str]:
-    out = run_lua(ARGOCD / "actions" / f"{verb}.lua", obj,
+    out = run_lua(RENDER_CM.action_script(verb), obj,
                   'for k, v in pairs(out.metadata.annotations) do io.write(k, "=", v, "\\n") end')
     return dict(line.split("=", 1) for line in out.split("\n") if line)
 

@@ -24,12 +24,18 @@ def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
 
 
+def action_script(verb: str) -> str:
+    """The action script for ``verb`` (one template for every command verb)."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown action {verb!r}; known: {', '.join(VERBS)}")
+    return (HERE / "actions" / "command.lua").read_text().replace("{verb}", verb)
+
+
 def render() -> str:
     yaml.SafeDumper.add_representer(_Literal, _literal)
     actions = {
         "discovery.lua": _Literal((HERE / "actions" / "discovery.lua").read_text()),
-        "definitions": [{"name": verb,
-                         "action.lua": _Literal((HERE / "actions" / f"{verb}.lua").read_text())}
+        "definitions": [{"name": verb, "action.lua": _Literal(action_script(verb))}
                         for verb in VERBS],
     }
     cm = {

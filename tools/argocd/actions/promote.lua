@@ -1,7 +1,0 @@
--- Argo CD action "promote": what `kubectl lvm promote` does (a command annotation and a fresh id).
-if obj.metadata.annotations == nil then
-  obj.metadata.annotations = {}
-end
-obj.metadata.annotations["lvm.rollout.io/command"] = "promote"
-obj.metadata.annotations["lvm.rollout.io/command-id"] = "argocd-" .. os.time()
-return obj
