@@ -496,7 +496,7 @@ def test_a_rollback_whose_status_cannot_be_written_moves_no_traffic_until_it_is(
                         30)
     assert "error rate" in s["message"] and s["history"][-1]["outcome"] == "rolledBack"
     eventually(lambda: env.applies(rollout)[-1]["weight"] == 0, 10, "the rollback applied")
-    assert "RolledBack" in reasons(env, ns)
+    assert "RolledBack" in reasons(env, ns)  # posted with the decision's record, before the apply
     env.traffic.set(rollout, CANDIDATE, None)  # no candidate traffic: no evidence either way
     time.sleep(3 * GUARD_S)
     assert env.applies(rollout)[-1]["weight"] == 0 and env.status(ns)["candidateWeight"] == 0

@@ -166,16 +166,22 @@ class Reconciler:
                                owner=self.live_owner(p, observed)))
         if outcome.decision is not None:
             METRICS.record_decision(outcome.decision.action.value)
+        emitted: set[tuple[str, str, str]] = set()
         if outcome.apply is not None:
             # Record the decision before traffic moves: a status write that fails then moves
             # nothing (the next tick decides again from what is stored). The other order could
             # leave traffic rolled back and a status that still says the candidate has its
             # share, which the drift check would then "restore". The hash stays unrecorded
-            # until the apply is verified (the second write).
-            self.write_status(p, settle(p, outcome, ApplyReport(in_effect=False)))
+            # until the apply is verified (the second write). The decision's Events go out with
+            # its record: a later failure (the apply, the second write) cannot lose them.
+            pending = settle(p, outcome, ApplyReport(in_effect=False))
+            self.write_status(p, pending)
+            self.emit(obj, pending.events)
+            emitted = {(e.type, e.reason, e.message) for e in pending.events}
         outcome = self.apply(p, outcome)
         self.write_status(p, outcome)
-        self.emit(obj, outcome.events)
+        self.emit(obj, [e for e in outcome.events
+                        if (e.type, e.reason, e.message) not in emitted])
         return outcome.wait_s
 
     # --- the steps, in order ---------------------------------------------------------------
