@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control-plane binaries and CLIs the local stack needs from the Go
-# module proxy (release tarballs cannot be downloaded on these machines).
+# Build the Kubernetes control-plane binaries and CLIs the local stack needs (and kubeconform,
+# which lints the rendered chart) from the Go module proxy (release tarballs cannot be
+# downloaded on these machines).
 #
 # Each tool is cached outside the clone, keyed by version:
 #   ${LVM_CACHE_DIR:-~/.cache/lvm-rollout}/bin/<component>-<version>/<binary>
@@ -23,10 +24,11 @@ etcd_dir="$bin/etcd-$ETCD_VERSION"
 helm_dir="$bin/helm-$HELM_VERSION"
 # Only its clusterrole-aggregation controller runs (tests of the chart's aggregated roles).
 kcm_dir="$bin/kube-controller-manager-$KUBERNETES_VERSION"
+kubeconform_dir="$bin/kubeconform-$KUBECONFORM_VERSION"
 
 if [[ "${1:-}" == "--print" ]]; then
   printf '%s\n' "$kube_dir/kube-apiserver" "$kube_dir/kubectl" "$etcd_dir/etcd" "$helm_dir/helm" \
-    "$kcm_dir/kube-controller-manager"
+    "$kcm_dir/kube-controller-manager" "$kubeconform_dir/kubeconform"
   exit 0
 fi
 
@@ -85,6 +87,14 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+build_kubeconform() {
+  local out="$1"
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" \
+    "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+}
+
+[[ -x "$kubeconform_dir/kubeconform" ]] || {
+  log "building kubeconform $KUBECONFORM_VERSION"; build_into "$kubeconform_dir" build_kubeconform; }
 [[ -x "$etcd_dir/etcd" ]] || { log "building etcd $ETCD_VERSION"; build_into "$etcd_dir" build_etcd; }
 [[ -x "$helm_dir/helm" ]] || { log "building helm $HELM_VERSION"; build_into "$helm_dir" build_helm; }
 if [[ ! -x "$kube_dir/kube-apiserver" || ! -x "$kube_dir/kubectl" ]]; then

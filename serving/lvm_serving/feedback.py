@@ -86,6 +86,7 @@ class FeedbackClaims:
     vector: np.ndarray  # float32 [D], direction of the prediction (not unit length)
     issued_at: int
     expires_at: int
+    pinned: bool = False  # the answer was pinned to its version by x-lvm-version (QA)
 
 
 class TokenSigner:
@@ -99,13 +100,15 @@ class TokenSigner:
         return hmac.new(key, body.encode("ascii"), hashlib.sha256).digest()
 
     def sign(self, *, rollout: str, version: str, lane: int, ids: Any, vector: Any,
-             now: float | None = None) -> str:
+             now: float | None = None, pinned: bool = False) -> str:
         issued = int(time.time() if now is None else now)
         payload = {
             "r": rollout, "v": version, "l": int(lane),
             "ids": [int(i) for i in list(ids)[:TOKEN_IDS]],
             "q": quantize(vector), "iat": issued, "exp": issued + self.ttl_s,
         }
+        if pinned:  # signed like every claim: a client cannot turn QA feedback into judged
+            payload["p"] = 1
         body = _b64e(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         return f"{body}.{_b64e(self._mac(self.keys[0], body))}"
 
@@ -128,7 +131,7 @@ class TokenSigner:
             claims = FeedbackClaims(
                 rollout=str(p["r"]), version=str(p["v"]), lane=int(p["l"]),
                 ids=[int(i) for i in p["ids"]], vector=dequantize(p["q"]),
-                issued_at=int(p["iat"]), expires_at=int(p["exp"]),
+                issued_at=int(p["iat"]), expires_at=int(p["exp"]), pinned=p.get("p") == 1,
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise TokenError(f"malformed feedback token payload: {exc}", 400) from None

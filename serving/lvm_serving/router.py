@@ -17,8 +17,15 @@ candidate also answers in the shadow. The modes
   champion's window (the most recent vectors) rather than refusing it.
 
 No candidate (``None``) or weight 0 → the champion answers everything. Shadow: when ``shadow`` is
-on and a candidate is named, the candidate also answers every request the champion answers (the
-client sees only the champion's answer), whatever the weight, so a weight-0 shadow phase works.
+on and a candidate is named, the candidate also answers ``shadow_percent`` percent of the
+requests the champion answers (an independent draw; the client sees only the champion's answer),
+whatever the weight, so a weight-0 shadow phase works and a 25% mirror costs the candidate a
+quarter of the champion's load.
+
+Pinning (QA): a request naming a live version in ``x-lvm-version`` (:data:`HEADER_PIN`) goes to
+that version whatever the weight, with reason ``pinned`` and no shadow copy; its metrics carry
+``pinned="true"`` and the judge never counts them. Naming a version that is not live is a 400
+that lists the live ones (:func:`pinned_version`).
 
 :func:`parse_predict_request` validates a ``POST /predict`` JSON body,
 :func:`parse_binary_request` the binary one (``application/octet-stream``: the context's float32
@@ -70,7 +77,40 @@ def user_bucket(user_key: Any) -> int:
 class Route:
     version: str  # answers the client
     shadow: str | None  # also answers, unseen by the client (the candidate), or None
-    reason: str  # why: "no_candidate", "weight", "user_bucket", "short_context", ...
+    reason: str  # why: "no_candidate", "weight", "user_bucket", "short_context", "pinned", ...
+
+    @property
+    def pinned(self) -> bool:
+        return self.reason == PINNED
+
+
+PINNED = "pinned"
+
+
+def live_versions(config: RouterConfig) -> tuple[str, ...]:
+    """The versions a request may be pinned to: the champion and a candidate with traffic or a
+    shadow (a rolled-back candidate kept deployed for forensics is not live)."""
+    live = [config.champion]
+    if config.candidate and config.candidate != config.champion and (
+            config.candidate_weight > 0 or config.shadow):
+        live.append(config.candidate)
+    return tuple(live)
+
+
+def pinned_version(config: RouterConfig, header_value: str | None) -> str | None:
+    """The version named by ``x-lvm-version``, or None without the header.
+
+    Raises :class:`BadRequest` for a name that is not live, listing the live versions (names
+    are the operator's, bounded; the client's value is cut to 63 characters in the message)."""
+    if header_value is None:
+        return None
+    name = header_value.strip()
+    live = live_versions(config)
+    if name not in live:
+        raise BadRequest(f"{HEADER_PIN} names version {name[:63]!r}, which is not live in this "
+                         f"rollout: pin one of {', '.join(repr(v) for v in live)} or drop the "
+                         "header")
+    return name
 
 
 def choose_route(
@@ -79,20 +119,27 @@ def choose_route(
     user_key: Any = None,
     context_length: int | None = None,
     rng: random.Random | None = None,
+    pinned: str | None = None,
 ) -> Route:
-    """Which version answers a request (and which one shadows it)."""
+    """Which version answers a request (and which one shadows it).
+
+    ``pinned``: a live version from :func:`pinned_version`; it answers, nothing shadows it."""
+    if pinned is not None:
+        return Route(pinned, None, PINNED)
     champion, candidate = config.champion, config.candidate
     weight = max(0, min(100, int(config.candidate_weight)))
+    rng = rng or random  # type: ignore[assignment]
 
     def to_champion(reason: str) -> Route:
-        shadow = candidate if (config.shadow and candidate and candidate != champion) else None
-        return Route(champion, shadow, reason)
+        mirror = config.shadow and candidate and candidate != champion and (
+            config.shadow_percent >= 100 or rng.random() * 100.0 < config.shadow_percent)
+        return Route(champion, candidate if mirror else None, reason)
 
     if not candidate or candidate == champion:
         return Route(champion, None, "no_candidate")
     if weight <= 0:
         return to_champion("weight_zero")
-    draw = (rng or random).random() * 100.0
+    draw = rng.random() * 100.0
     match config.mode:
         case RoutingMode.WEIGHTED:
             return Route(candidate, None, "weight") if draw < weight else to_champion("weight")
@@ -233,6 +280,7 @@ HEADER_LANE = "x-lvm-lane"  # 0..15
 HEADER_TMD = "x-lvm-tmd"  # 16 comma-separated numbers (instead of, or agreeing with, the lane)
 HEADER_K = "x-lvm-k"  # 1..MAX_K, default DEFAULT_K
 HEADER_USER = "x-lvm-user"  # the user key (userHash routing)
+HEADER_PIN = "x-lvm-version"  # a live version's name: QA pins the request to it (not judged)
 HEADER_VECTOR = "x-lvm-vector"  # "0" / "false" / "no" / "omit": answer without the vector
 QUERY_VECTOR = "vector"  # the same as a query parameter: ?vector=0
 

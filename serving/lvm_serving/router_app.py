@@ -34,6 +34,7 @@ from lvm_serving.contracts.serve_config import (
 from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
 from lvm_serving.router import (
     HEADER_LANE,
+    HEADER_PIN,
     HEADER_VECTOR,
     QUERY_VECTOR,
     BadRequest,
@@ -42,6 +43,7 @@ from lvm_serving.router import (
     is_binary,
     parse_binary_request,
     parse_predict_request,
+    pinned_version,
     shadow_comparison,
     wants_vector,
 )
@@ -110,7 +112,8 @@ class Router:
         answers then has attempts and errors, an error rate the guardrail can judge, instead
         of no traffic at all ("no data" would hold it for maxHold instead of rolling back).
         """
-        labels = (payload["rollout"], version, payload["lane"], bool(payload["shadow"]))
+        labels = (payload["rollout"], version, payload["lane"], bool(payload["shadow"]),
+                  bool(payload.get("pinned")))
         self.metrics.inc(mc.REQUESTS, tags(*labels))
         response = None
         try:
@@ -174,18 +177,21 @@ class Router:
                                             user_key_field=config.user_key)
             with_vector = wants_vector(request.query_params.get(QUERY_VECTOR),
                                        request.headers.get(HEADER_VECTOR))
+            pinned = pinned_version(config, request.headers.get(HEADER_PIN))
         except BadRequest as exc:
             lane = (request.headers.get(HEADER_LANE, "") if binary else
                     body.get("lane") if isinstance(body, dict) else None)
             lane = int(lane) if isinstance(lane, str) and lane.isdigit() else lane
             lane = lane if isinstance(lane, int) and 0 <= lane < mc.NUM_LANES else "unknown"
             self.metrics.inc(mc.ERRORS, with_reason(config.rollout, config.champion, lane, False,
+                                                    False,
                                                     str(mc.ErrorReason.BAD_INPUT)))
             return error(exc.status, "bad_input", str(exc))
         route = choose_route(config, user_key=req.user_key, context_length=len(req.context),
-                             rng=self.rng)
+                             rng=self.rng, pinned=pinned)
         payload = {"context": req.context, "tmd": req.tmd, "lane": req.lane,
                    "k": max(req.k, TOKEN_K), "rollout": config.rollout, "shadow": False,
+                   "pinned": route.pinned,
                    # contextLength mode: an eligible long context the weight left on the
                    # champion is cut to the champion's window instead of being refused
                    "truncate": route.reason == "long_context"}
@@ -214,7 +220,7 @@ class Router:
         timing = out.get("timing", {})
         clock.add(S.HOP, max(clock.seconds[S.CALL] - timing.get(S.VERSION, 0.0), 0.0))
         response = JSONResponse(self._answer(config, req, out, binary=binary,
-                                             with_vector=with_vector))
+                                             with_vector=with_vector, pinned=route.pinned))
         clock.lap(S.ENCODE)
         clock.total(S.ROUTER)
         self.metrics.stages(config.rollout, route.version, clock.seconds)
@@ -222,7 +228,7 @@ class Router:
         return response
 
     def _answer(self, config: RouterConfig, req: PredictRequest, out: dict, *,
-                binary: bool = False, with_vector: bool = True) -> dict:
+                binary: bool = False, with_vector: bool = True, pinned: bool = False) -> dict:
         ids = np.asarray(out["ids"])
         top = ids[:req.k]
         sims = np.asarray(out["sims"])[:req.k].tolist()
@@ -236,7 +242,7 @@ class Router:
             concepts.append(item)
         vector = out["vector"]
         token = self.signer.sign(rollout=config.rollout, version=out["version"], lane=req.lane,
-                                 ids=ids[:TOKEN_K].tolist(), vector=vector)
+                                 ids=ids[:TOKEN_K].tolist(), vector=vector, pinned=pinned)
         answer: dict[str, Any] = {"concepts": concepts, "version": out["version"],
                                   "lane": req.lane, "rollout": config.rollout,
                                   "feedback_token": token}
@@ -294,7 +300,8 @@ class Router:
         c = clicked_vec[0].astype(np.float64)
         denom = float(np.linalg.norm(v) * np.linalg.norm(c))
         cosine = float(v @ c) / denom if denom > 0 else 0.0
-        common = tags(claims.rollout, claims.version, claims.lane)
+        # feedback on a pinned answer is QA's, not a user's: counted apart, never judged
+        common = tags(claims.rollout, claims.version, claims.lane, False, claims.pinned)
         self.metrics.inc(mc.FEEDBACK, common)
         for key, hit in result.items():
             if hit:  # "hit@5_proxy" -> k="5", kind="proxy"

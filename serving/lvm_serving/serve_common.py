@@ -60,16 +60,18 @@ class Metrics:
 
 
 @functools.lru_cache(maxsize=4096)
-def tags(rollout: str, version: str, lane: Any, shadow: bool = False) -> dict[str, str]:
+def tags(rollout: str, version: str, lane: Any, shadow: bool = False,
+         pinned: bool = False) -> dict[str, str]:
     """The common labels (cached: callers must not modify the dict)."""
     return {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version, mc.LABEL_LANE: str(lane),
-            mc.LABEL_SHADOW: "true" if shadow else "false"}
+            mc.LABEL_SHADOW: "true" if shadow else "false",
+            mc.LABEL_PINNED: "true" if pinned else "false"}
 
 
 @functools.lru_cache(maxsize=4096)
-def with_reason(rollout: str, version: str, lane: Any, shadow: bool,
+def with_reason(rollout: str, version: str, lane: Any, shadow: bool, pinned: bool,
                 reason: str) -> dict[str, str]:
-    return {**tags(rollout, version, lane, shadow), mc.LABEL_REASON: reason}
+    return {**tags(rollout, version, lane, shadow, pinned), mc.LABEL_REASON: reason}
 
 
 @functools.lru_cache(maxsize=1024)

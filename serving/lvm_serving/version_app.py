@@ -121,7 +121,8 @@ class VersionModel:
         being refused)."""
         received = time.perf_counter()
         rollout = req.get("rollout", "")
-        labels = (rollout, self.version, req.get("lane", -1), bool(req.get("shadow")))
+        labels = (rollout, self.version, req.get("lane", -1), bool(req.get("shadow")),
+                  bool(req.get("pinned")))
         common = tags(*labels)  # requests (attempts) are counted by the router that sent it
         context = req["context"]
         if len(context) > self.context_length and req.get("truncate"):

@@ -65,7 +65,8 @@ class Traffic:
         # its sibling (feedback counted, hits not yet: a false "0% Hit@5").
         for lane in LANES:
             lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
-                   mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false"}
+                   mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false",
+                   mc.LABEL_PINNED: "false"}
             for counter in (self.requests, self.empty, self.feedback):
                 counter.labels(**lbl)
             self.errors.labels(**lbl, reason="nan_output")
@@ -78,7 +79,8 @@ class Traffic:
             for (rollout, version), p in list(self.profiles.items()):
                 for lane in LANES:
                     lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
-                           mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false"}
+                           mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false",
+                           mc.LABEL_PINNED: "false"}
                     n = p.requests
                     self.requests.labels(**lbl).inc(n)
                     self.errors.labels(**lbl, reason="nan_output").inc(

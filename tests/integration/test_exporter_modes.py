@@ -44,7 +44,8 @@ class Emitter:
         self.metrics.inc(mc.REQUESTS, tags)
 
 emitter = Emitter.remote()
-tags = {"rollout": sys.argv[2], "version": "v1", "lane": "0", "shadow": "false"}
+tags = {"rollout": sys.argv[2], "version": "v1", "lane": "0", "shadow": "false",
+        "pinned": "false"}
 while True:
     ray.get(emitter.inc.remote(tags))
     time.sleep(1.0)

@@ -67,9 +67,11 @@ PLAN = dict(
 )
 
 
-def labels(rollout: str, version: str, lane: str, shadow: bool = False) -> dict[str, str]:
+def labels(rollout: str, version: str, lane: str, shadow: bool = False,
+           pinned: bool = False) -> dict[str, str]:
     return {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version, mc.LABEL_LANE: lane,
-            mc.LABEL_SHADOW: "true" if shadow else "false"}
+            mc.LABEL_SHADOW: "true" if shadow else "false",
+            mc.LABEL_PINNED: "true" if pinned else "false"}
 
 
 class RayWithTotal:
@@ -132,7 +134,8 @@ def _zero_series(a: RayWithTotal, b: LegacyExporter, b_hist: Histogram) -> None:
     """Create every series at 0, as Ray does on first use, so Prometheus sees them start."""
     good_v1, good_v2 = labels("ml/good", "v1", "0"), labels("ml/good", "v2", "0")
     good_v2_shadow = labels("ml/good", "v2", "3", shadow=True)
-    for lbl in (good_v1, good_v2, good_v2_shadow):
+    good_v2_pinned = labels("ml/good", "v2", "0", pinned=True)
+    for lbl in (good_v1, good_v2, good_v2_shadow, good_v2_pinned):
         a.requests.labels(**lbl)
         a.empty.labels(**lbl)
         a.feedback.labels(**lbl)
@@ -174,6 +177,15 @@ def _known_values(a: RayWithTotal, b: LegacyExporter, b_hist: Histogram) -> None
     a.hits.labels(**v2, k="5", kind="proxy").inc(150)  # lane 0: 75%
     a.hits.labels(**v2s, k="5", kind="proxy").inc(60)  # lane 3: 60%; overall 210/300 = 70%
     a.hits.labels(**v2, k="5", kind="exact").inc(10)  # exact hits are not the proxy
+    # QA pinned 500 requests to v2 (x-lvm-version) and sent it broken inputs: every one an
+    # exception, an empty hit and half a second; 100 clicks, no hit. Never judged.
+    v2p = labels("ml/good", "v2", "0", pinned=True)
+    a.requests.labels(**v2p).inc(500)
+    a.errors.labels(**v2p, reason="exception").inc(500)
+    a.empty.labels(**v2p).inc(500)
+    a.feedback.labels(**v2p).inc(100)
+    for _ in range(500):
+        a.latency.labels(**v2p).observe(0.5)
     for lbl, n in ((v2, 600), (v2s, 400)):
         for _ in range(n):
             a.latency.labels(**lbl).observe(0.002)  # all in (1.5 ms, 2 ms]
@@ -225,7 +237,8 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
         # ...then the known values, and the timestamp of a scrape that has all of them.
         _known_values(a, b, b_hist)
         at_total = _last_scrape(
-            prom, 'ray_lvm_requests_total{rollout="ml/good",version="v2",lane="0"}', 600)
+            prom, 'ray_lvm_requests_total{rollout="ml/good",version="v2",lane="0",'
+            'pinned="false"}', 600)
         at_raw = _last_scrape(prom, 'ray_lvm_requests{rollout="ml/bad",version="v2"}', 1000)
         reader = PrometheusReader(prom.url, timeout_s=5.0)
         yield Loaded(prom, reader, at_total, at_raw)
@@ -255,6 +268,22 @@ def test_passing_candidate_counters_with_total(loaded):
     assert qv2.lanes["3"].hit5_proxy == pytest.approx(0.60, rel=1e-9)
     out = assess_quality(plan, q.for_rollout("ml/good"))
     assert out.verdict is Verdict.PASS, out.summary
+
+
+def test_pinned_requests_reach_prometheus_but_not_the_judge(loaded):
+    # They are there (QA can see them)...
+    (sample,) = loaded.prometheus.query(
+        f'sum(ray_lvm_requests_total{{rollout="ml/good", pinned="true"}} @ {loaded.at_total})')
+    assert float(sample["value"][1]) == 500
+    # ...and test_passing_candidate_counters_with_total's exact numbers hold without them: had
+    # they counted, v2 would have 1,500 requests, a 33% error rate and a P95 of half a second.
+    for shadow in ShadowFilter:
+        g = loaded.guardrails(loaded.at_total, shadow=shadow).for_rollout("ml/good")
+        v2 = g.versions.get("v2")
+        if shadow is ShadowFilter.ONLY:
+            assert v2.requests == pytest.approx(400.0, rel=1e-9)
+            continue
+        assert v2.error_rate == 0.0 and v2.p95_latency_seconds < 0.0025
 
 
 def test_breaching_candidate_from_the_legacy_exporter_is_counted_once(loaded):

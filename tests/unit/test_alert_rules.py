@@ -12,9 +12,11 @@ import yaml
 
 from lvm_operator.alerts import RULES_FILE, AlertThresholds, alert_rules, render_rules_yaml
 from lvm_operator.alerts.__main__ import main as alerts_main
+from lvm_operator.alerts.rules import RUNBOOK_BASE
 
 PROMTOOL = shutil.which("promtool")
 PROMTOOL_TESTS = Path(__file__).resolve().parents[1] / "promtool"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
@@ -77,4 +79,38 @@ def test_promtool_check_rules():
 def test_promtool_test_rules(test_file):
     proc = subprocess.run([PROMTOOL, "test", "rules", test_file.name], cwd=test_file.parent,
                           capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _every_alert() -> list[dict]:
+    doc = yaml.safe_load(RULES_FILE.read_text())
+    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_every_alert_links_its_runbook_section_in_the_readme():
+    readme = (REPO_ROOT / "README.md").read_text()
+    headings = {line.removeprefix("### ").strip().lower()
+                for line in readme.splitlines() if line.startswith("### ")}
+    chart = yaml.safe_load((REPO_ROOT / "charts" / "lvm-rollout" / "Chart.yaml").read_text())
+    assert f"{chart['home']}/blob/main/README.md" == RUNBOOK_BASE
+    for rule in _every_alert():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}", rule["alert"]
+        assert rule["alert"].lower() in headings, f"README has no '### {rule['alert']}'"
+
+
+def test_every_alert_waits_before_it_fires_except_the_rollout_states():
+    # A serving or evaluation number must hold (for:) before it pages; the rollout alerts fire
+    # on a condition the operator set once, on purpose (RolledBack does not flap).
+    for rule in _every_alert():
+        if rule["labels"]["component"] == "lvm-rollout":
+            assert "for" not in rule, rule["alert"]
+        else:
+            assert rule.get("for") in ("5m", "10m", "15m"), rule["alert"]
+
+
+@needs_promtool
+def test_promtool_lint_all_is_clean():
+    proc = subprocess.run([PROMTOOL, "check", "rules", "--lint=all", "--lint-fatal",
+                           str(RULES_FILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -125,6 +125,19 @@ def test_the_seed_five_dashboards_are_valid_json_with_unique_uids():
         assert _panel_exprs(board), f"{name} has no queries"
 
 
+def test_dashboards_are_read_only_and_every_panel_says_what_it_shows():
+    # Provisioned from the chart: an edit in Grafana's UI would be lost on the next sync, so the
+    # dashboards say so (editable: false); each panel carries a description (Grafana's "i").
+    for name, board in _dashboards().items():
+        assert board["editable"] is False, name
+        stack = list(board["panels"])
+        while stack:
+            panel = stack.pop()
+            stack.extend(panel.get("panels", []))
+            text = panel.get("description", "")
+            assert 20 <= len(text) <= 300, f"{name}: panel {panel['title']!r} needs a description"
+
+
 def test_dashboards_query_only_contract_metrics():
     counters = {mc.exported_series(m) for m in mc.ALL_METRICS if m.kind is mc.MetricKind.COUNTER}
     histogram_series = {

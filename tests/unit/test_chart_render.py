@@ -105,6 +105,7 @@ def test_default_objects(tools):
     assert sorted(d["kind"] for d in docs) == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ClusterKopfPeering", "ClusterRole", "ClusterRole",  # + view and edit for people
+        "PodDisruptionBudget",
     ])
     for doc in docs:
         labels = doc["metadata"]["labels"]
@@ -245,7 +246,7 @@ def test_all_options_objects(tools):
     assert kinds == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ClusterKopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-        *["ConfigMap"] * 5, "ClusterRole", "ClusterRole",
+        *["ConfigMap"] * 5, "ClusterRole", "ClusterRole", "PodDisruptionBudget",
     ])
     dep = one(docs, "Deployment")
     assert dep["spec"]["replicas"] == 3
@@ -318,9 +319,125 @@ def test_optional_parts_are_off_by_default(tools):
      "additional properties 'servicemonitor' not allowed"),
     (["--set", "operator.metricsPort=99999"], "at '/operator/metricsPort'"),
     (["--set", "kuberay.enabled=yes-please"], "at '/kuberay/enabled': got string, want boolean"),
+    # a misspelt key inside a security context would be dropped by Kubernetes: refused here
+    (["--set", "securityContext.readOnlyRootFileSystem=true"],
+     "at '/securityContext': additional properties 'readOnlyRootFileSystem' not allowed"),
+    (["--set", "podSecurityContext.runAsNonroot=true"],
+     "at '/podSecurityContext': additional properties 'runAsNonroot' not allowed"),
+    (["--set", "securityContext.capabilities.remove[0]=ALL"],
+     "at '/securityContext/capabilities': additional properties 'remove' not allowed"),
+    (["--set", "podDisruptionBudget.maxUnavailable=0"], "at '/podDisruptionBudget/maxUnavailable'"),
 ])
 def test_bad_values_fail_with_the_schema_message(tools, args, message):
     proc = _helm(tools, "template", RELEASE, str(CHART), *args)
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
     assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "operator.metricsPort=8080"],
+     "operator.metricsPort and operator.livenessPort are both 8080: the metrics server and "
+     "Kopf's health endpoint need ports of their own; change one of them"),
+    (["--set-json", 'extraVolumeMounts=[{"name": "models", "mountPath": "/models"}]'],
+     'extraVolumeMounts[0].name "models" names no volume: add a volume of that name to '
+     "extraVolumes or fix the name (volumes: tmp)"),
+    (["--set-json", 'extraVolumes=[{"name": "tmp", "emptyDir": {}}]'],
+     'extraVolumes: volume name "tmp" is used twice'),
+    (["--set", "monitoring.serviceMonitor.enabled=true",
+      "--set", "monitoring.serviceMonitor.interval=30s",
+      "--set", "monitoring.serviceMonitor.scrapeTimeout=1m"],
+     "monitoring.serviceMonitor.scrapeTimeout (1m) is longer than its interval (30s)"),
+    # 1m30s = 90,000 ms > 1m = 60,000 ms: units are added up, not compared as text
+    (["--set", "monitoring.serviceMonitor.enabled=true",
+      "--set", "monitoring.serviceMonitor.interval=1m",
+      "--set", "monitoring.serviceMonitor.scrapeTimeout=1m30s"],
+     "scrapeTimeout (1m30s) is longer than its interval (1m)"),
+])
+def test_values_that_contradict_each_other_fail_with_what_to_change(tools, args, message):
+    proc = _helm(tools, "template", RELEASE, str(CHART), *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "monitoring.serviceMonitor.enabled=true",
+     "--set", "monitoring.serviceMonitor.interval=90s",
+     "--set", "monitoring.serviceMonitor.scrapeTimeout=1m30s"],  # equal is fine
+    ["--set", "monitoring.serviceMonitor.enabled=true",
+     "--set", "monitoring.serviceMonitor.interval=1m",
+     "--set", "monitoring.serviceMonitor.scrapeTimeout=500ms"],
+    ["--set-json", 'extraVolumes=[{"name": "models", "emptyDir": {}}]',
+     "--set-json", 'extraVolumeMounts=[{"name": "models", "mountPath": "/models"}]'],
+])
+def test_values_that_agree_render(tools, args):
+    assert render(tools, *args)
+
+
+def test_a_pod_disruption_budget_keeps_a_standby_through_a_drain(tools):
+    docs = render(tools)
+    pdb, dep = one(docs, "PodDisruptionBudget"), one(docs, "Deployment")
+    assert pdb["spec"]["maxUnavailable"] == 1  # with 2 replicas one always stays
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert not of_kind(render(tools, "--set", "podDisruptionBudget.enabled=false"),
+                       "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize(("value", "definition"), [
+    ("securityContext", "io.k8s.api.core.v1.SecurityContext"),
+    ("podSecurityContext", "io.k8s.api.core.v1.PodSecurityContext"),
+])
+def test_security_context_schemas_know_exactly_kubernetes_fields(value, definition):
+    # The chart's schema refuses unknown keys, so it must know every real one of the Kubernetes
+    # version we test against (kubernetes-validate ships its OpenAPI definitions).
+    import kubernetes_validate
+
+    from lvm_operator.devstack.manifest_lint import schema_minor_version
+
+    defs_file = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+                 / f"v{schema_minor_version()}-local-strict" / "_definitions.json")
+    k8s = json.loads(defs_file.read_text())["$defs"][definition]["properties"]
+    ours = json.loads((CHART / "values.schema.json").read_text())["properties"][value]
+    assert ours["additionalProperties"] is False
+    assert set(ours["properties"]) == set(k8s)
+
+
+# --- kubeconform -strict and promtool --lint=all (also a step of the README's test command) --
+
+
+def test_the_rendered_chart_passes_kubeconform_strict(tools, tmp_path):
+    from lvm_operator.devstack.manifest_lint import kubeconform, render_chart
+
+    paths = render_chart(tools.helm, tmp_path)
+    problems, summary = kubeconform(paths, tmp_path)
+    assert problems == []
+    assert "Invalid: 0, Errors: 0, Skipped: 0" in summary, summary
+
+
+def test_kubeconform_strict_catches_what_the_apiserver_would_drop(tmp_path):
+    from lvm_operator.devstack.manifest_lint import kubeconform
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: x}\n"
+        "spec: {maxUnavailable: 1, selector: {matchLabels: {a: b}}, minAvaliable: 1}\n"
+        "---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\n"
+        "metadata: {name: y}\nspec: {endpoints: []}\nspex: {}\n"
+        "---\napiVersion: lvm.rollout.io/v1alpha1\nkind: LVMRollout\nmetadata: {name: w}\n"
+        "spec: {champion: {version: a}, stepz: []}\n"
+        "---\napiVersion: example.com/v1\nkind: Unknown\nmetadata: {name: z}\n")
+    problems, summary = kubeconform([bad], tmp_path)
+    text = "\n".join(problems)
+    assert "additional properties 'minAvaliable' not allowed" in text
+    assert "additional properties 'spex' not allowed" in text
+    assert "additional properties 'stepz' not allowed" in text  # our own CRD's schema
+    assert "could not find schema for Unknown" in text  # never skipped
+    assert "Invalid: 3, Errors: 1" in summary, summary
+
+
+def test_the_examples_pass_kubeconform_strict_against_our_crd(tmp_path):
+    from lvm_operator.devstack.manifest_lint import kubeconform
+
+    examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+    problems, summary = kubeconform(examples, tmp_path)
+    assert problems == [] and f"Valid: {len(examples)}," in summary, summary

@@ -152,6 +152,27 @@ def test_weights_and_replicas_while_rolling_out(scale, weight, shadow, champ, ca
     assert pools == {"phase1-baseline": "pool_a10", "phase2-500ctx": "pool_a100"}  # the example
 
 
+@pytest.mark.parametrize(("weight", "percent", "cand_replicas", "router_percent"), [
+    # bounds {1, 4}; the candidate's share = weight + ceil((100 - weight) x percent / 100),
+    # replicas = ceil(4 x share / 100)
+    (10, None, 4, 100),  # 10 + 90 = 100% -> 4 (the default mirrors everything)
+    (10, 25, 2, 25),     # 10 + ceil(22.5) = 33% -> ceil(1.32) = 2
+    (10, 10, 1, 10),     # 10 + 9 = 19% -> ceil(0.76) = 1
+    (50, 50, 3, 50),     # 50 + 25 = 75% -> 3
+])
+def test_a_partial_shadow_sizes_the_candidate_for_what_it_answers(weight, percent, cand_replicas,
+                                                                  router_percent):
+    step = {"weight": weight, "duration": "1h", "shadow": True}
+    if percent is not None:
+        step["shadowPercent"] = percent
+    app = served(RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=weight,
+                              shadow=True),
+                 steps=[step, {"weight": 100, "duration": "1h"}],
+                 candidate__replicas={"min": 1, "max": 4})
+    assert (app.router.shadow, app.router.shadow_percent) == (True, router_percent)
+    assert replicas(app)["phase2-500ctx"] == cand_replicas
+
+
 def test_rollback_sends_everything_to_the_champion_and_keeps_the_candidate_small():
     app = served(RolloutState(phase=Phase.ROLLED_BACK, current_step=2, candidate_weight=0),
                  candidate__replicas={"min": 1, "max": 4})

@@ -21,26 +21,35 @@ PROMTOOL = shutil.which("promtool")
     [
         (Query.REQUESTS,
          "sum by (rollout, version, lane) "
-         '(increase(ray_lvm_requests_total[30s]))'),
+         '(increase(ray_lvm_requests_total{pinned!="true"}[30s]))'),
         (Query.SERVER_ERRORS,
          'sum by (rollout, version, lane) (increase(ray_lvm_request_errors_total{'
-         'reason=~"exception|nan_output|timeout"}[30s]))'),
+         'reason=~"exception|nan_output|timeout", pinned!="true"}[30s]))'),
         (Query.EMPTY_HITS,
          "sum by (rollout, version, lane) "
-         '(increase(ray_lvm_empty_hits_total[30s]))'),
+         '(increase(ray_lvm_empty_hits_total{pinned!="true"}[30s]))'),
         (Query.FEEDBACK,
          "sum by (rollout, version, lane) "
-         '(increase(ray_lvm_feedback_total[30s]))'),
+         '(increase(ray_lvm_feedback_total{pinned!="true"}[30s]))'),
         (Query.HIT5_PROXY_HITS,
          'sum by (rollout, version, lane) (increase(ray_lvm_feedback_hits_total{'
-         'k="5", kind="proxy"}[30s]))'),
+         'k="5", kind="proxy", pinned!="true"}[30s]))'),
         (Query.P95_LATENCY,
          "histogram_quantile(0.95, sum by (le, rollout, version) "
-         "(rate(ray_lvm_request_latency_seconds_bucket[30s])))"),
+         "(rate(ray_lvm_request_latency_seconds_bucket{pinned!=\"true\"}[30s])))"),
     ],
 )
 def test_analysis_queries_render_exactly(query, expected):
     assert promql.render(query, 30.0) == expected
+
+
+def test_pinned_traffic_is_never_judged():
+    # QA's x-lvm-version requests carry pinned="true": every judged query leaves them out, and
+    # `!=` also keeps an older router's series that have no pinned label at all.
+    for text in promql.render_all(list(Query), 60.0).values():
+        assert 'pinned!="true"' in text
+    for shadow in ShadowFilter:
+        assert 'pinned!="true"' in promql.render(Query.FEEDBACK, 60.0, shadow)
 
 
 def test_one_query_per_metric_for_all_rollouts():
@@ -60,9 +69,9 @@ def test_server_errors_follow_the_contract():
 @pytest.mark.parametrize(
     ("shadow", "fragment"),
     [
-        (ShadowFilter.INCLUDE, 'ray_lvm_requests_total'),
-        (ShadowFilter.EXCLUDE, 'ray_lvm_requests_total{shadow!="true"}'),
-        (ShadowFilter.ONLY, 'ray_lvm_requests_total{shadow="true"}'),
+        (ShadowFilter.INCLUDE, 'ray_lvm_requests_total{pinned!="true"}'),
+        (ShadowFilter.EXCLUDE, 'ray_lvm_requests_total{shadow!="true", pinned!="true"}'),
+        (ShadowFilter.ONLY, 'ray_lvm_requests_total{shadow="true", pinned!="true"}'),
     ],
 )
 def test_shadow_filter(shadow, fragment):
@@ -71,9 +80,10 @@ def test_shadow_filter(shadow, fragment):
 
 def test_histogram_selector_uses_plain_name():
     assert promql.selector(mc.LATENCY, suffix="_bucket", shadow=ShadowFilter.EXCLUDE) == (
-        'ray_lvm_request_latency_seconds_bucket{shadow!="true"}'
+        'ray_lvm_request_latency_seconds_bucket{shadow!="true", pinned!="true"}'
     )
-    assert promql.selector(mc.LATENCY, suffix="_count") == "ray_lvm_request_latency_seconds_count"
+    assert promql.selector(mc.LATENCY, suffix="_count") == (
+        'ray_lvm_request_latency_seconds_count{pinned!="true"}')
 
 
 @pytest.mark.parametrize(
@@ -111,7 +121,7 @@ def test_selector_rejects_bad_input(kwargs, message):
 def test_selector_with_label_filters():
     assert promql.selector(mc.REQUESTS, equal={"version": "phase2-500ctx"},
                            one_of={"lane": ["3", "1"]}) == (
-        'ray_lvm_requests_total{version="phase2-500ctx", lane=~"1|3"}'
+        'ray_lvm_requests_total{version="phase2-500ctx", lane=~"1|3", pinned!="true"}'
     )
 
 

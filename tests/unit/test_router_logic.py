@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import random
@@ -18,7 +19,9 @@ from lvm_serving.predictor import hits
 from lvm_serving.router import (
     BadRequest,
     choose_route,
+    live_versions,
     parse_predict_request,
+    pinned_version,
     shadow_comparison,
     user_bucket,
 )
@@ -113,6 +116,87 @@ def test_shadow_decision():
     short = cfg(mode=RoutingMode.CONTEXT_LENGTH, context_threshold=10, candidate_weight=100,
                 shadow=True)
     assert choose_route(short, context_length=5).shadow == "B"
+
+
+@pytest.mark.parametrize(("percent", "expected_mirrored"), [
+    (100, 1.0),   # every champion request: the default
+    (25, 0.25),   # a quarter of them
+    (1, 0.01),
+])
+def test_shadow_percent_mirrors_that_share_of_the_champions_requests(percent,
+                                                                   expected_mirrored):
+    config = cfg(candidate_weight=20, shadow=True, shadow_percent=percent)
+    rng = random.Random(11)
+    routes = [choose_route(config, rng=rng) for _ in range(20_000)]
+    on_champion = [r for r in routes if r.version == "A"]
+    mirrored = sum(r.shadow == "B" for r in on_champion) / len(on_champion)
+    # binomial sd at n~16,000: <= 0.4 points; 1.5 points is > 3.5 sd
+    assert mirrored == pytest.approx(expected_mirrored, abs=0.015)
+    # the weight's draw is independent of the mirror's: still 20% live on the candidate
+    assert sum(r.version == "B" for r in routes) / len(routes) == pytest.approx(0.2, abs=0.015)
+
+
+@pytest.mark.parametrize("bad", [0, 101, -5])
+def test_shadow_percent_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match=f"shadow_percent={bad} is invalid: must be 1..100"):
+        cfg(shadow=True, shadow_percent=bad)
+
+
+@pytest.mark.parametrize(("config", "live"), [
+    (cfg(candidate_weight=10), ("A", "B")),
+    (cfg(candidate_weight=0, shadow=True), ("A", "B")),  # a weight-0 shadow step: live
+    (cfg(candidate_weight=0), ("A",)),  # no traffic, no shadow (held back, rolled back)
+    (cfg(candidate=None), ("A",)),
+    (cfg(candidate="A", candidate_weight=50), ("A",)),
+])
+def test_live_versions(config, live):
+    assert live_versions(config) == live
+
+
+def test_a_pinned_request_goes_to_its_version_whatever_the_weight_and_is_not_shadowed():
+    rng = random.Random(5)
+    for weight, shadow in [(1, False), (99, False), (10, True), (0, True)]:
+        config = cfg(candidate_weight=weight, shadow=shadow)
+        for pin in ("A", "B"):
+            routes = {choose_route(config, rng=rng, pinned=pinned_version(config, pin))
+                      for _ in range(200)}
+            assert {(r.version, r.shadow, r.reason, r.pinned) for r in routes} == {
+                (pin, None, "pinned", True)}
+    assert not choose_route(cfg(candidate_weight=50), rng=rng).pinned
+    assert pinned_version(cfg(candidate_weight=50), None) is None  # no header: no pin
+
+
+@pytest.mark.parametrize(("config", "header", "message"), [
+    (cfg(candidate_weight=10), "C", "names version 'C', which is not live in this rollout: "
+                                    "pin one of 'A', 'B' or drop the header"),
+    (cfg(candidate_weight=0), "B", "pin one of 'A' or drop"),  # a rolled-back candidate
+    (cfg(candidate_weight=10), "", "names version ''"),
+    (cfg(candidate_weight=10), "x" * 500, "names version '" + "x" * 63 + "', which"),
+])
+def test_pinning_a_version_that_is_not_live_is_a_400_naming_the_live_ones(config, header,
+                                                                         message):
+    with pytest.raises(BadRequest, match="x-lvm-version") as err:
+        pinned_version(config, header)
+    assert message in str(err.value) and err.value.status == 400
+    assert len(str(err.value)) < 200  # the client's value is cut, never echoed whole
+
+
+def test_a_pinned_answers_token_says_so_and_the_claim_is_signed():
+    signer = TokenSigner([b"k"])
+    plain = signer.verify(signer.sign(rollout="ns/r", version="B", lane=1, ids=[1],
+                                      vector=np.ones(D)))
+    pinned = signer.verify(signer.sign(rollout="ns/r", version="B", lane=1, ids=[1],
+                                       vector=np.ones(D), pinned=True))
+    assert (plain.pinned, pinned.pinned) == (False, True)
+    # dropping the claim from a pinned token (to get QA's click judged) breaks the signature
+    token = signer.sign(rollout="ns/r", version="B", lane=1, ids=[1], vector=np.ones(D),
+                        pinned=True)
+    body, sig = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    del payload["p"]
+    forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="invalid feedback token signature"):
+        signer.verify(f"{forged}.{sig}")
 
 
 def test_shadow_comparison():

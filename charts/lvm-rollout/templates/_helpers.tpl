@@ -87,3 +87,44 @@ RBAC rules the operator needs inside the namespace(s) it watches. Shared by the 
   verbs: [get, list, watch, patch]
 {{- end }}
 {{- end }}
+
+{{/*
+A duration like "30s", "1m30s" or "500ms" in milliseconds (the schema already checked its form).
+*/}}
+{{- define "lvm-rollout.milliseconds" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 -}}
+{{- $n := regexFind "^[0-9]+" . -}}
+{{- $total = add $total (mul (atoi $n) (get $units (trimPrefix $n .))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end }}
+
+{{/*
+Rules between values that a JSON schema cannot state; each failure says what to change.
+*/}}
+{{- define "lvm-rollout.validate" -}}
+{{- $op := .Values.operator -}}
+{{- if eq (int $op.metricsPort) (int $op.livenessPort) -}}
+{{- fail (printf "operator.metricsPort and operator.livenessPort are both %v: the metrics server and Kopf's health endpoint need ports of their own; change one of them" $op.metricsPort) -}}
+{{- end -}}
+{{- $volumes := list "tmp" -}}
+{{- range .Values.extraVolumes -}}
+{{- if has .name $volumes -}}
+{{- fail (printf "extraVolumes: volume name %q is used twice (the chart's own scratch volume is \"tmp\"): rename one" .name) -}}
+{{- end -}}
+{{- $volumes = append $volumes .name -}}
+{{- end -}}
+{{- range $i, $m := .Values.extraVolumeMounts -}}
+{{- if not (has $m.name $volumes) -}}
+{{- fail (printf "extraVolumeMounts[%d].name %q names no volume: add a volume of that name to extraVolumes or fix the name (volumes: %s)" $i $m.name (join ", " $volumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- $sm := .Values.monitoring.serviceMonitor -}}
+{{- if $sm.enabled -}}
+{{- if gt (int64 (include "lvm-rollout.milliseconds" $sm.scrapeTimeout)) (int64 (include "lvm-rollout.milliseconds" $sm.interval)) -}}
+{{- fail (printf "monitoring.serviceMonitor.scrapeTimeout (%s) is longer than its interval (%s): Prometheus refuses such a scrape config; make the timeout at most the interval" $sm.scrapeTimeout $sm.interval) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

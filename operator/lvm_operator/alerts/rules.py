@@ -58,6 +58,16 @@ class AlertThresholds:
 
 _X = ShadowFilter.EXCLUDE
 
+#: Every alert's ``runbook_url``: its section of the README's "Runbook" (the chart's home).
+RUNBOOK_BASE = "https://github.com/lvm-rollout/lvm-rollout/blob/main/README.md"
+#: The offline judgements are re-exported on every operator tick; an alert waits this long so a
+#: value that one check flips and the next flips back (or a restart's first export) pages no one.
+EVALUATION_FOR_S = 600.0
+
+
+def runbook_url(alert: str) -> str:
+    return f"{RUNBOOK_BASE}#{alert.lower()}"
+
 
 def _num(x: float) -> str:
     return f"{x:.10g}"
@@ -102,7 +112,8 @@ def alert_rules(t: AlertThresholds = AlertThresholds()) -> list[dict[str, Any]]:
             "expr": expr,
             "for": promql.duration(for_s),
             "labels": {"severity": severity, "component": "lvm-serving"},
-            "annotations": {"summary": summary, "description": description},
+            "annotations": {"summary": summary, "description": description,
+                            "runbook_url": runbook_url(name)},
         }
 
     return [
@@ -172,6 +183,7 @@ def evaluation_rules() -> list[dict[str, Any]]:
             "alert": "LVMModelDrift",
             "expr": (f"max by (rollout, version) (abs({om.EVAL_DRIFT}))\n"
                      f"and on (rollout, version)\n({om.EVAL_DRIFT_DETECTED} == 1)"),
+            "for": promql.duration(EVALUATION_FOR_S),
             "labels": {"severity": "warning", "component": "lvm-evaluation"},
             "annotations": {
                 "summary": f"LVM {where}: eval-set drift {{{{ $value | humanizePercentage }}}} "
@@ -181,11 +193,13 @@ def evaluation_rules() -> list[dict[str, Any]]:
                                "moved beyond spec.evaluation.drift.maxRelativeDrift (default "
                                "5%) from the recorded baseline. kubectl lvm status shows the "
                                "numbers.",
+                "runbook_url": runbook_url("LVMModelDrift"),
             },
         },
         {
             "alert": "LVMLaneUnhealthy",
             "expr": f"{om.LANE_BELOW_OVERALL} > 0",
+            "for": promql.duration(EVALUATION_FOR_S),
             "labels": {"severity": "warning", "component": "lvm-evaluation"},
             "annotations": {
                 "summary": f"LVM {where}: lane {{{{ $labels.lane }}}} is "
@@ -196,6 +210,7 @@ def evaluation_rules() -> list[dict[str, Any]]:
                                "maxBelowOverall (default 15%) below its version's overall, on "
                                "production feedback (source=production) or on the eval set "
                                "(source=eval).",
+                "runbook_url": runbook_url("LVMLaneUnhealthy"),
             },
         },
     ]
@@ -216,7 +231,7 @@ def rollout_rules() -> list[dict[str, Any]]:
         return {"alert": name, "expr": expr,
                 "labels": {"severity": "warning", "component": "lvm-rollout"},
                 "annotations": {"summary": summary, "description": f"{description} {look}.",
-                                "runbook_url": f"README.md#{name.lower()}"}}
+                                "runbook_url": runbook_url(name)}}
 
     return [
         rule("LVMRolloutRolledBack", f'{cond}{{type="RolledBack",status="True"}} == 1',

@@ -21,6 +21,10 @@ Shapes, and why:
 * Shadow traffic (``shadow="true"``: copies the client never saw) is *included* by default: in a
   shadow step it is the only evidence about the candidate. Alerts and served-traffic shares
   exclude it (:attr:`ShadowFilter.EXCLUDE`): they are about what clients got.
+* Pinned traffic (``pinned="true"``: QA sent it to a named version with ``x-lvm-version``) is
+  *always* excluded: a person chose its version and often its inputs, so it is evidence about
+  neither the weight's users nor the candidate's quality. ``!="true"`` also matches series
+  without the label (an older router).
 """
 
 from __future__ import annotations
@@ -142,6 +146,8 @@ def selector(
         matchers.append(f'{label}=~"{"|".join(vals)}"')
     if mc.LABEL_SHADOW in metric.labels:
         matchers += _shadow_matchers(shadow)
+    if mc.LABEL_PINNED in metric.labels:  # QA's pinned requests are never judged
+        matchers.append(f'{mc.LABEL_PINNED}!="true"')
     name = mc.exported_series(metric, suffix)
     if re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", name):
         return f"{name}{{{', '.join(matchers)}}}" if matchers else name

@@ -260,6 +260,31 @@ class Step(ApiModel):
             "the champion's answer and both are measured."
         ),
     )
+    shadow_percent: Int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=(
+            "With shadow: the percent of the champion's requests mirrored to the candidate "
+            "(default 100). 25 sizes the candidate for a quarter of the champion's traffic "
+            "(plus its own weight) instead of all of it."
+        ),
+    )
+
+    cel_rules = (
+        Rule(
+            cel="!has(self.shadowPercent) || (has(self.shadow) && self.shadow)",
+            message="steps[].shadowPercent needs shadow: true on the same step (it is the share "
+                    "of the champion's traffic mirrored to the candidate)",
+            check=lambda s: s.shadow_percent is None or s.shadow,
+            field_path=".shadowPercent",
+        ),
+    )
+
+    @property
+    def mirrored_percent(self) -> int:
+        """Percent of the champion's requests the candidate also answers (0 without shadow)."""
+        return (self.shadow_percent or 100) if self.shadow else 0
 
     @property
     def duration_seconds(self) -> float:

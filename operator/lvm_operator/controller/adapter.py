@@ -108,7 +108,8 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
     return Plan(
         champion=spec.champion.version,
         candidate=spec.candidate.version,
-        steps=tuple(Step(s.weight, s.duration_seconds, s.shadow) for s in spec.steps),
+        steps=tuple(Step(s.weight, s.duration_seconds, s.shadow, s.shadow_percent or 100)
+                    for s in spec.steps),
         guardrails=GuardrailPolicy(
             interval_s=g_interval,
             consecutive_breaches=a.guardrails.consecutive_breaches,
@@ -237,6 +238,14 @@ def known_versions(spec: LVMRolloutSpec, history: list[HistoryEntry] | None
     return out
 
 
+def _mirrored_percent(spec: LVMRolloutSpec, state: RolloutState) -> int:
+    """The current shadow step's ``shadowPercent`` (100 when unset or the step is unknown)."""
+    i = state.current_step
+    if i is None or not 0 <= i < len(spec.steps):
+        return 100
+    return spec.steps[i].mirrored_percent or 100
+
+
 def app_spec_for(
     spec: LVMRolloutSpec,
     rollout: str,
@@ -267,6 +276,7 @@ def app_spec_for(
     router_candidate: str | None = None
     weight = 0
     shadow = False
+    mirrored = 0
     if state.phase is Phase.PROMOTED or candidate is None or candidate.version == champion.version:
         deployments.append(champion.deployment(100))
         retiring = serving.retiring if serving is not None else None
@@ -280,11 +290,14 @@ def app_spec_for(
     else:
         weight = state.candidate_weight
         shadow = state.shadow
+        mirrored = _mirrored_percent(spec, state) if shadow else 0
         router_candidate = candidate.version
         # By default the champion stays sized for all traffic: a rollback lands on capacity.
         share = spec.capacity.champion is ChampionScale.SHARE and not shadow
         deployments.append(champion.deployment(100 - weight if share else 100))
-        deployments.append(candidate.deployment(100 if shadow else weight))
+        # Its own weight plus the mirrored part of the champion's share (rounded up).
+        deployments.append(candidate.deployment(
+            min(100, weight + -(-(100 - weight) * mirrored // 100))))
     router = RouterConfig(
         rollout=rollout,
         champion=champion.version,
@@ -294,6 +307,7 @@ def app_spec_for(
         user_key=spec.routing.user_key or "user_id",
         context_threshold=spec.routing.context_threshold,
         shadow=shadow and router_candidate is not None,
+        shadow_percent=mirrored or 100,
     )
     timeout_s = spec.routing.request_timeout_seconds
     return AppSpec(

@@ -176,7 +176,8 @@ def _enter_step(plan: Plan, state: RolloutState, index: int, now: float) -> Roll
 
 def _step_text(plan: Plan, index: int) -> str:
     step = plan.steps[index]
-    shadow = " (shadow)" if step.shadow else ""
+    shadow = "" if not step.shadow else (
+        " (shadow)" if step.shadow_percent >= 100 else f" (shadow {step.shadow_percent}%)")
     return (f"step {index + 1}/{len(plan.steps)}: candidate {plan.candidate} at "
             f"{step.weight}%{shadow} for {fmt.duration(step.duration_s)}")
 

@@ -108,6 +108,7 @@ class Step:
     weight: int  # candidate's share of traffic, percent, in (0, 100]
     duration_s: float  # dwell time at this weight (a week in the seed)
     shadow: bool = False  # the candidate answers copies; clients get the champion's answer
+    shadow_percent: int = 100  # with shadow: percent of the champion's requests mirrored
 
 
 @dataclass(frozen=True)

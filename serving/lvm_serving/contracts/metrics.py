@@ -30,12 +30,16 @@ LABEL_ROLLOUT = "rollout"  # the LVMRollout (namespace/name) the serving app bel
 LABEL_VERSION = "version"  # model version name, e.g. "phase2-500ctx"
 LABEL_LANE = "lane"  # TMD lane 0..15 as a decimal string
 LABEL_SHADOW = "shadow"  # "true" when the request was a shadow copy the client never saw
+# "true" when the client pinned the request to a version (the x-lvm-version header, for QA):
+# such traffic is chosen by a person, not by the rollout's weight, so the judge never counts it.
+LABEL_PINNED = "pinned"
 LABEL_REASON = "reason"  # error reason, see ErrorReason
 LABEL_K = "k"  # hit@k: "1", "5" or "10"
 LABEL_HIT_KIND = "kind"  # "proxy" (cosine threshold) or "exact" (clicked concept in top-k)
 LABEL_STAGE = "stage"  # a hop of a request's path, see Stage
 
-COMMON_LABELS: tuple[str, ...] = (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE, LABEL_SHADOW)
+COMMON_LABELS: tuple[str, ...] = (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE, LABEL_SHADOW,
+                                  LABEL_PINNED)
 
 NUM_LANES = 16
 

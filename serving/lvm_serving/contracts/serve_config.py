@@ -53,6 +53,11 @@ class RouterConfig:
     user_key: str = "user_id"  # request field hashed in userHash mode
     context_threshold: int | None = None  # contextLength mode: longer contexts are eligible
     shadow: bool = False  # the candidate also answers champion traffic; the client never sees it
+    shadow_percent: int = 100  # with shadow: the percent of champion traffic mirrored, 1..100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shadow_percent <= 100:
+            raise ValueError(f"shadow_percent={self.shadow_percent!r} is invalid: must be 1..100")
 
     def to_dict(self) -> dict:
         out = asdict(self)
