@@ -146,9 +146,15 @@ def operator(
     tick_workers: Annotated[int, typer.Option(
         help="Threads that run reconcile ticks (all rollouts share them).")] = 16,
     dev: Annotated[bool, typer.Option(help="Verbose logs for local runs.")] = False,
+    allow_link_local_endpoints: Annotated[bool, typer.Option(
+        help="Let spec.prometheus.url / spec.serve.url name link-local addresses and cloud "
+             "metadata hosts (refused by default: SSRF).")] = False,
 ) -> None:
     """Run the operator: reconcile LVMRollouts until interrupted."""
+    from lvm_operator.api.endpoints import ALLOW_LINK_LOCAL_ENV
     from lvm_operator.controller.handlers import run
+
+    os.environ[ALLOW_LINK_LOCAL_ENV] = "1" if allow_link_local_endpoints else "0"
 
     if namespace and all_namespaces:
         err.print("--namespace and --all-namespaces exclude each other")

@@ -16,6 +16,7 @@ The module leaves Serve shut down (DELETE of the whole config), as it found it.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from helpers import eventually
 
 from lvm_operator.backends import AppStatus, BackendRejected
 from lvm_operator.backends.ray_dashboard import RayDashboardBackend
+from lvm_operator.controller.readiness import serve_failure_kind
 from lvm_operator.devstack.ray_cluster import node_pool_of
 from lvm_serving.contracts.serve_config import AppSpec, RouterConfig, VersionSpec
 
@@ -119,7 +121,7 @@ def test_probe_apps_keep_foreign_and_skip_unchanged(dashboard, ray_cluster):
     backend.delete("other")
 
 
-def test_failed_and_rejected_configs(dashboard):
+def test_failed_and_rejected_configs(dashboard, caplog):
     backend = dashboard.backend
     # A module that does not exist: Ray accepts the config, then the deploy fails.
     bad = [probe_app("broken", import_path="lvm_serving.no_such_module:app")]
@@ -129,14 +131,20 @@ def test_failed_and_rejected_configs(dashboard):
         timeout_s=120, what="DEPLOY_FAILED")
     assert seen.message.startswith("broken: DEPLOY_FAILED")
     assert "no_such_module" in seen.message
+    # what status and Events say about Ray's real message: our words, not its text
+    assert serve_failure_kind(seen.message) == "an import failed"
     backend.delete("broken")
 
-    # An import path Ray's schema refuses: a 400, quoted with the URL.
-    with pytest.raises(BackendRejected) as exc:
+    # An import path Ray's schema refuses: a 400 with the URL; Ray's answer goes to the log,
+    # never into the error (which reaches status and Events).
+    with caplog.at_level(logging.WARNING, logger="lvm_operator.backends.ray_dashboard"), \
+            pytest.raises(BackendRejected) as exc:
         backend.apply_config("bad", [probe_app("bad", import_path="nodots")])
     assert exc.value.status_code == 400
     assert f"{backend.endpoint} answered 400" in str(exc.value)
-    assert "import path" in str(exc.value)
+    assert "PUT rejected: Ray refused the Serve config" in str(exc.value)
+    assert "import path" not in str(exc.value)
+    assert "import path" in caplog.text
 
 
 # -- end to end with the real serving app ----------------------------------------------------

@@ -116,7 +116,7 @@ def test_install_creates_every_object_and_uninstall_removes_them(kube, crds):
     kinds = {d["kind"] for d in docs}
     assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
                      "Deployment", "ClusterKopfPeering", "ServiceMonitor", "PodMonitor",
-                     "PrometheusRule", "ConfigMap", "PodDisruptionBudget"}
+                     "PrometheusRule", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
     refs = [_ref(d) for d in docs]
     for kind, name, namespace in refs:
         assert _exists(kube, kind, name, namespace), f"{kind}/{name} was not created"

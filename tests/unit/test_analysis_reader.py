@@ -99,15 +99,20 @@ class FaultyClient:
             "HTTP Status Code 503 (b'{\"status\":\"error\",\"errorType\":\"timeout\","
             "\"error\":\"query timed out in expression evaluation\"}')"),
          PrometheusUnavailable,
-         r"answered HTTP 503: timeout: query timed out in expression evaluation"),
+         r"answered HTTP 503: timeout \(Prometheus' message is in the operator's log\)"),
         (PrometheusApiClientException(
             "HTTP Status Code 422 (b'{\"status\":\"error\",\"errorType\":\"execution\","
             "\"error\":\"many-to-many matching not allowed\"}')"),
-         QueryFailed, r"rejected the query \(HTTP 422\): execution: many-to-many"),
+         QueryFailed, r"rejected the query \(HTTP 422\): execution \(Prometheus'"),
+        # an answer that is not Prometheus' (an SSRF target): not one word of it is quoted
+        (PrometheusApiClientException(
+            "HTTP Status Code 403 (b'<html>secret-instance-credentials</html>')"),
+         QueryFailed, r"\(HTTP 403\): not a Prometheus error answer \(it is in the operator's "
+                      r"log\); query"),
         ([1700000000.0, "1"], UnexpectedResponse,
-         r"expected an instant vector, got a scalar or string \[1700000000.0, '1'\]"),
+         r"expected an instant vector, got a scalar or string; query"),
         ([{"metric": {}, "value": [1.0, "abc"]}], UnexpectedResponse,
-         r"sample value \[1.0, 'abc'\] is not \[time, number\]"),
+         r"a sample value is not \[time, number\] but a list of 2 \(float, str\)"),
         (ValueError("Expecting value: line 1 column 1"), UnexpectedResponse,
          r"unreadable answer"),
     ],

@@ -247,6 +247,7 @@ def test_all_options_objects(tools):
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ClusterKopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule",
         *["ConfigMap"] * 5, "ClusterRole", "ClusterRole", "PodDisruptionBudget",
+        "NetworkPolicy",
     ])
     dep = one(docs, "Deployment")
     assert dep["spec"]["replicas"] == 3
@@ -254,6 +255,7 @@ def test_all_options_objects(tools):
     assert c["image"] == "registry.example.com/ml/lvm-rollout:0.1.0-test"
     assert c["imagePullPolicy"] == "Always"
     assert c["args"][-2:] == ["--priority", "10"]
+    assert "--allow-link-local-endpoints" in c["args"]  # operator.allowLinkLocalEndpoints
     # The volume with the checkpoints and eval sets that offline evaluation reads.
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
     pod = dep["spec"]["template"]["spec"]
@@ -441,3 +443,27 @@ def test_the_examples_pass_kubeconform_strict_against_our_crd(tmp_path):
     examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
     problems, summary = kubeconform(examples, tmp_path)
     assert problems == [] and f"Valid: {len(examples)}," in summary, summary
+
+
+def test_the_network_policy_lets_the_operator_reach_only_its_three_peers(tools):
+    assert not of_kind(render(tools), "NetworkPolicy")  # off by default
+    assert "--allow-link-local-endpoints" not in one(render(tools), "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
+    docs = render(tools, "-f", str(ALL_VALUES))
+    np_, dep = one(docs, "NetworkPolicy"), one(docs, "Deployment")
+    spec = np_["spec"]
+    assert spec["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"},
+                                          {"port": "health", "protocol": "TCP"}]}]
+    by_port = {tuple(p["port"] for p in rule["ports"]): rule.get("to") for rule in spec["egress"]}
+    assert by_port == {
+        (53, 53): None,  # DNS
+        (443, 6443): [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "fd00::1/128"}}],
+        (9090,): [{"namespaceSelector": {"matchLabels": {
+                       "kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        (8265,): [{"namespaceSelector": {},
+                   "podSelector": {"matchLabels": {"ray.io/node-type": "head"}}}],
+        (8080,): [{"ipBlock": {"cidr": "10.20.0.0/16"}}],  # extraEgress, as given
+    }

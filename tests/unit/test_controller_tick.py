@@ -548,9 +548,10 @@ def test_a_candidate_that_fails_to_start_gets_no_traffic_then_is_rolled_back():
     assert 30.0 <= r.t - start <= 32.0, r.t - start
     ready = conditions(r)["CandidateReady"]
     assert (ready["status"], ready["reason"]) == ("False", "CandidateNotReady")
-    assert ready["message"] == (f"Serve reports {CANDIDATE}'s application DEPLOY_FAILED: "
-                                "ValueError: checkpoint sha256 mismatch: expected ab..., got "
-                                "cd...")
+    # our words for Serve's message, never its text (it is not ours; status is widely read)
+    assert ready["message"] == (f"Serve reports {CANDIDATE}'s application DEPLOY_FAILED: its "
+                                "checkpoint's sha256 does not match the spec (Serve's own "
+                                "message: `serve status` or the Ray dashboard)")
     assert r.reasons().count("CandidateNotReady") == 1
     assert r.reasons()[-1] == "RolledBack"
     assert "not running within progressDeadline 30s" in r.status["message"]
@@ -608,3 +609,25 @@ def test_a_candidate_that_comes_back_mid_step_keeps_the_steps_clock():
     assert r.applied[-1].router.candidate_weight == 0  # held back while it redeploys
     assert "ServeConfigDrift" in r.reasons()
     assert r.status["decisionState"]["stepStartedAt"] == started
+
+
+@pytest.mark.parametrize(("serve_message", "ours"), [
+    ("ValueError: checkpoint sha256 mismatch: expected ab, got cd",
+     "its checkpoint's sha256 does not match the spec"),
+    ("_pickle.UnpicklingError: Weights only load failed", "its checkpoint is not a safe "
+                                                          "tensor-only file"),
+    ("FileNotFoundError: [Errno 2] No such file or directory: '/m/x.pt'",
+     "a file it loads (checkpoint or concept bank) is missing"),
+    ("ModuleNotFoundError: No module named 'lvm_serving.nope'", "an import failed"),
+    ("Deployment has insufficient resources: {'pool_a100': 1}",
+     "no node has the resources it asks for (its node pool?)"),
+    ("The actor died unexpectedly before finishing this task", "its replicas died"),
+    # an attacker's page at the backend URL: nothing of it is repeated
+    ("<html>AWS_SECRET_ACCESS_KEY=abc</html>", "Serve's message says why"),
+    ("", "Serve's message says why"),
+])
+def test_serve_failures_are_described_in_our_words(serve_message, ours):
+    from lvm_operator.controller.readiness import serve_failure_kind
+
+    assert serve_failure_kind(serve_message) == ours
+    assert serve_message not in ours or not serve_message

@@ -47,21 +47,40 @@ class Sample:
     value: float
 
 
-def _prometheus_message(raw: str) -> str:
-    """Pull Prometheus' own ``error`` text out of prometheus-api-client's message."""
+#: Prometheus' ``errorType`` values (its HTTP API): the only part of an error answer quoted.
+ERROR_TYPES = frozenset({"bad_data", "execution", "timeout", "canceled", "internal",
+                         "unavailable", "not_found", "not_acceptable"})
+
+
+def _prometheus_message(raw: str, url: str) -> str:
+    """Our words for an error answer: Prometheus' ``errorType`` when it is one of its own, never
+    its text (whatever answers at ``prometheus.url`` is not ours, and this reaches status and
+    Events). The text is logged for the operator's admin."""
+    log.warning("Prometheus at %s answered an error: %.2000s", url, raw)
     try:
         body = ast.literal_eval(raw)
         data = json.loads(body.decode() if isinstance(body, bytes) else body)
-        return f"{data.get('errorType', 'error')}: {data['error']}"
-    except (ValueError, SyntaxError, KeyError, TypeError, AttributeError):
-        return raw[:500]
+        kind = data.get("errorType")
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        kind = None
+    if kind in ERROR_TYPES:
+        return f"{kind} (Prometheus' message is in the operator's log)"
+    return "not a Prometheus error answer (it is in the operator's log)"
+
+
+def _shape(value: Any) -> str:
+    """What an unexpected answer looked like, in our words (types and sizes, no content)."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} ({', '.join(sorted({type(v).__name__ for v in value}))})"
+    return f"a {type(value).__name__}"
 
 
 def _parse_value(raw: Any, query: str) -> float:
     try:
         return float(raw[1])  # [timestamp, "value"]; "NaN", "+Inf" parse too
     except (TypeError, ValueError, IndexError) as e:
-        raise UnexpectedResponse(f"sample value {raw!r} is not [time, number]", query) from e
+        raise UnexpectedResponse(f"a sample value is not [time, number] but {_shape(raw)}",
+                                 query) from e
 
 
 @dataclass(frozen=True)
@@ -112,7 +131,7 @@ class PrometheusReader:
         except PrometheusApiClientException as e:
             m = _STATUS.match(str(e))
             code = int(m.group(1)) if m else None
-            detail = _prometheus_message(m.group(2)) if m else str(e)
+            detail = _prometheus_message(m.group(2) if m else str(e), self.url)
             if code is not None and code >= 500:
                 raise PrometheusUnavailable(
                     f"Prometheus at {self.url} answered HTTP {code}: {detail}", promql_text
@@ -122,25 +141,26 @@ class PrometheusReader:
                 promql_text, code,
             ) from e
         except (ValueError, KeyError, TypeError) as e:  # JSON without data.result
+            log.warning("Prometheus at %s sent an unreadable answer: %.2000s", self.url, e)
             raise UnexpectedResponse(
-                f"Prometheus at {self.url} sent an unreadable answer ({type(e).__name__}: {e})",
+                f"Prometheus at {self.url} sent an unreadable answer ({type(e).__name__})",
                 promql_text,
             ) from e
         if not isinstance(result, list):
-            raise UnexpectedResponse(f"expected an instant vector, got {result!r:.200}",
+            raise UnexpectedResponse(f"expected an instant vector, got {_shape(result)}",
                                      promql_text)
         if len(result) == 2 and isinstance(result[0], int | float):
             # prometheus-api-client hands back data.result as is: [time, "value"] for a scalar
             raise UnexpectedResponse(
-                f"expected an instant vector, got a scalar or string {result!r:.200}", promql_text
+                "expected an instant vector, got a scalar or string", promql_text
             )
         samples = []
         for item in result:
             if not (isinstance(item, dict) and isinstance(item.get("metric"), dict)
                     and isinstance(item.get("value"), list)):
                 raise UnexpectedResponse(
-                    f"expected an instant vector, got element {item!r:.200}", promql_text
-                )
+                    f"expected an instant vector, got an element that is {_shape(item)}",
+                    promql_text)
             samples.append(Sample(item["metric"], _parse_value(item["value"], promql_text)))
         return samples
 

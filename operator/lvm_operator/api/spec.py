@@ -36,7 +36,8 @@ from .durations import (
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: file:///abs/path, s3://bucket/key, or an absolute path on a mounted volume.
 URI_PATTERN = r"^(file:///|s3://[a-z0-9][-a-z0-9.]*[a-z0-9]/|/)[^\s]+$"
-HTTP_URL_PATTERN = r"^https?://[^\s/]+(/[^\s]*)?$"
+#: http(s)://host[:port][/path]; no userinfo (user:password@), which would end up in logs.
+HTTP_URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 #: A Kubernetes label value / Ray resource name that is safe everywhere we use it.
 NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"

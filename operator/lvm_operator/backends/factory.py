@@ -57,6 +57,11 @@ def backend_for(
         if not spec.url:
             raise BackendConfigError("serve.url is required for backend rayDashboard",
                                      "spec.serve")
+        from lvm_operator.api.endpoints import check_endpoint
+
+        problem = check_endpoint(spec.url, "spec.serve.url")  # SSRF: before any connection
+        if problem is not None:
+            raise BackendConfigError(problem, "spec.serve.url")
         from .ray_dashboard import RayDashboardBackend
 
         return RayDashboardBackend(spec.url, **dashboard_options)

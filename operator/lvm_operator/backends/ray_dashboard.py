@@ -13,7 +13,9 @@ Ray applies them when Serve starts and ignores later changes, so they never make
 
 Transport failures and 5xx answers are retried (tenacity, exponential back-off) and then raised
 as :class:`~.BackendUnavailable`; a 4xx is the config's fault and raised at once as
-:class:`~.BackendRejected` with Ray's message.
+:class:`~.BackendRejected`. Neither quotes Ray's answer: whatever answers at ``serve.url`` is not
+ours, and an error message reaches status and Events, which anyone who can read the rollout
+sees. The answer is logged (bounded) for the operator's admin instead.
 """
 
 from __future__ import annotations
@@ -109,10 +111,13 @@ class RayDashboardBackend:
                 raise BackendUnavailable(
                     f"{method} failed: {type(exc).__name__}: {exc}", self.endpoint) from exc
             if resp.status_code >= 500:
-                raise BackendUnavailable(f"{method} failed: {_text(resp)}", self.endpoint,
+                _log_answer(method, self.endpoint, resp)
+                raise BackendUnavailable(f"{method} failed{_SEE_LOG}", self.endpoint,
                                          resp.status_code)
             if resp.status_code >= 400:
-                raise BackendRejected(f"{method} rejected: {_text(resp)}", self.endpoint,
+                _log_answer(method, self.endpoint, resp)
+                what = ": Ray refused the Serve config" if method == "PUT" else ""
+                raise BackendRejected(f"{method} rejected{what}{_SEE_LOG}", self.endpoint,
                                       resp.status_code)
             return resp
 
@@ -124,7 +129,8 @@ class RayDashboardBackend:
         try:
             body = resp.json()
         except ValueError:
-            raise UnexpectedResponse(f"GET answered non-JSON: {_text(resp)}", self.endpoint,
+            _log_answer("GET", self.endpoint, resp)
+            raise UnexpectedResponse(f"GET answered non-JSON{_SEE_LOG}", self.endpoint,
                                      resp.status_code) from None
         if not isinstance(body, dict) or not isinstance(body.get("applications", {}), dict):
             raise UnexpectedResponse("GET answered without an 'applications' mapping",
@@ -288,7 +294,12 @@ def _observed_version(version: str, app: dict) -> ObservedVersion:
     )
 
 
-def _text(resp: httpx.Response, limit: int = 2000) -> str:
+_SEE_LOG = " (the answer is in the operator's log)"
+
+
+def _log_answer(method: str, endpoint: str, resp: httpx.Response, limit: int = 2000) -> None:
+    """Log an error answer for the admin; it never goes into an exception's message."""
     text = resp.text.strip()
-    return text if len(text) <= limit else text[:limit] + "..."
+    log.warning("%s %s answered %s: %s", method, endpoint, resp.status_code,
+                text if len(text) <= limit else text[:limit] + "...")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import yaml
@@ -114,7 +115,13 @@ class RayServiceBackend:
             return BackendUnavailable(f"{doing} failed: {type(exc).__name__}: {exc}", self.target)
         status = exc.status
         body = _status_body(exc)
-        message = body.get("message") or (exc.body or exc.reason or "").strip()
+        # The apiserver's (or an admission webhook's) text is logged, not repeated: only its
+        # StatusReason, a CamelCase word from a fixed Kubernetes set, goes into our message.
+        log.warning("%s on %s: HTTP %s: %.2000s", doing, self.target, status,
+                    body.get("message") or exc.body or exc.reason or "")
+        reason = body.get("reason") if isinstance(body.get("reason"), str) else ""
+        message = (f"the apiserver answered {reason}" if re.fullmatch(r"[A-Za-z]{1,40}", reason)
+                   else "the apiserver refused it") + " (its message is in the operator's log)"
         if status == 404:
             if body.get("reason") == "NotFound" and (body.get("details") or {}).get("name"):
                 return BackendNotFound(

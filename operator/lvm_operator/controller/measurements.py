@@ -13,6 +13,7 @@ import threading
 import time
 
 from ..analysis.prometheus import PrometheusReader, Snapshot
+from ..api.endpoints import check_endpoint
 from ..decision import (
     Check,
     Observations,
@@ -47,8 +48,17 @@ class AnalysisCache:
             if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
                 return hit[1]
             reader = self._readers.get(url)
-            if reader is None:
-                reader = self._readers[url] = PrometheusReader(url, timeout_s=self.timeout_s)
+        if reader is None:
+            # the rollout's author chose this URL: refuse SSRF targets before any connection
+            problem = check_endpoint(url, "spec.prometheus.url")
+            if problem is not None:
+                METRICS.record_error("prometheus")
+                return Snapshot(window_s, error=problem)
+            with self._lock:
+                reader = self._readers.get(url)
+                if reader is None:
+                    reader = self._readers[url] = PrometheusReader(url,
+                                                                   timeout_s=self.timeout_s)
         try:
             with METRICS.time_check(check.value):
                 if check is Check.GUARDRAIL:

@@ -20,14 +20,31 @@ from .transitions import entry
 
 #: Serve's states of an application that will not start by itself.
 FAILED_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
-#: How much of Serve's message is quoted: its last line, printable characters only.
-QUOTE_CHARS = 200
+
+#: What Serve's message says, in our words: (words that identify it, our phrase). Serve's text
+#: itself is never quoted into status or an Event (it comes from whatever answers at the
+#: backend's URL, and anyone who can read the rollout reads status); the first match wins.
+SERVE_FAILURE_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("sha256",), "its checkpoint's sha256 does not match the spec"),
+    (("weights_only", "unpicklingerror"), "its checkpoint is not a safe tensor-only file"),
+    (("filenotfounderror", "no such file"), "a file it loads (checkpoint or concept bank) "
+                                            "is missing"),
+    (("modulenotfounderror", "importerror", "no module named"), "an import failed"),
+    (("out of memory", "outofmemory", "oom"), "it ran out of memory"),
+    (("infeasible", "insufficient resources", "cannot be scheduled", "resources"),
+     "no node has the resources it asks for (its node pool?)"),
+    (("actordiederror", "died", "crashed", "exited"), "its replicas died"),
+    (("timed out", "timeout"), "it did not start in time"),
+)
 
 
-def _last_line(message: str) -> str:
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return "".join(ch for ch in line if ch.isprintable())[:QUOTE_CHARS]
+def serve_failure_kind(message: str) -> str:
+    """Our phrase for Serve's failure message (see :data:`SERVE_FAILURE_KINDS`)."""
+    text = message.lower()
+    for words, phrase in SERVE_FAILURE_KINDS:
+        if any(w in text for w in words):
+            return phrase
+    return "Serve's message says why"
 
 
 def candidate_failure(observed: ObservedApp | None, version: str) -> str | None:
@@ -36,8 +53,8 @@ def candidate_failure(observed: ObservedApp | None, version: str) -> str | None:
     status = str(ov.status or "").upper() if ov is not None else ""
     if ov is None or status not in FAILED_STATES:
         return None
-    quote = _last_line(ov.message)
-    return f"Serve reports {version}'s application {status}" + (f": {quote}" if quote else "")
+    return (f"Serve reports {version}'s application {status}: {serve_failure_kind(ov.message)} "
+            "(Serve's own message: `serve status` or the Ray dashboard)")
 
 
 @dataclass(frozen=True)
