@@ -139,7 +139,8 @@ def export_before(ref: str, into: Path) -> str | None:
 
 def deploy(dashboard: str, port: int, info: dict, family: str, old_code: str | None) -> dict:
     """Deploy both applications; returns {label: direct URL path} and the router paths."""
-    env = {"env_vars": {"LVM_FEEDBACK_KEY": "bench", "OMP_NUM_THREADS": "1"}}
+    env = {"env_vars": {"LVM_FEEDBACK_KEY": "bench-feedback-key-" + "0" * 32,
+                        "OMP_NUM_THREADS": "1"}}
     base = info["version"]
 
     def spec(app: str, suffixes, champion: str = base) -> AppSpec:

@@ -1,20 +1,23 @@
-"""Stateless, signed feedback tokens (stdlib HMAC-SHA256; no server-side state).
+"""Signed feedback tokens (stdlib HMAC-SHA256), verified without server-side state.
 
 A prediction's answer carries a token; the client sends it back with the concept it clicked. The
 token holds everything the Hit@K computation needs — who answered (rollout, version, lane), the
 top-10 concept ids and the predicted vector quantised to int8 — so any router replica, including
-one started after the prediction, can score the click without shared storage.
+one started after the prediction, can score the click without shared storage. That a token
+counts *once* is the replay guard's job (:mod:`lvm_serving.replay_guard`): each token carries a
+random nonce, and :func:`token_id` names it there.
 
 Wire format: ``base64url(json payload) "." base64url(HMAC-SHA256(key, base64url(payload)))``.
 The payload: ``{"r": rollout, "v": version, "l": lane, "ids": [top-10], "q": base64(int8[D]),
-"iat": issued, "exp": expiry}`` (unix seconds). Cosine is scale-free, so the vector is scaled by
-its largest component and rounded to int8 (the cosine error this adds is ~1e-4, far below the
-gaps between the proxies' thresholds 0.4/0.6/0.8).
+"iat": issued, "exp": expiry, "n": nonce}`` (unix seconds; ``"p": 1`` when pinned). Cosine is
+scale-free, so the vector is scaled by its largest component and rounded to int8 (the cosine
+error this adds is ~1e-4, far below the gaps between the proxies' thresholds 0.4/0.6/0.8).
 
-Keys: the environment variable named by the router's ``feedback_key_env`` arg holds one key or
-several separated by commas (the first signs, all verify: rotation without rejecting tokens in
-flight). Without it, :func:`keys_from_env` derives a key from ``fallback_material`` and the caller
-logs a warning: such tokens are forgeable by anyone who knows that material.
+Keys: the environment variable named by the router's ``feedback_key_env`` arg (from a Kubernetes
+Secret) holds one key or several separated by commas (the first signs, all verify: rotation
+without rejecting tokens in flight), each at least :data:`MIN_KEY_BYTES` bytes. Keys fail closed:
+without a valid key there is no derived fallback; answers carry no token and ``/feedback``
+answers 503 saying what to set (:func:`keys_from_env` returns the problem).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +37,17 @@ import numpy as np
 
 DEFAULT_TTL_S = 24 * 3600
 TOKEN_IDS = 10
+#: HMAC-SHA256 keys shorter than its block's security level are guessable: refused.
+MIN_KEY_BYTES = 32
 
 
 class TokenError(ValueError):
     """A feedback token that cannot be accepted; ``status`` is the HTTP status to answer."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, kind: str = "invalid") -> None:
         super().__init__(message)
         self.status = status
+        self.kind = kind  # "invalid" (malformed, forged, tampered) or "expired"
 
 
 def _b64e(raw: bytes) -> str:
@@ -55,14 +62,24 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def keys_from_env(env_name: str, fallback_material: str) -> tuple[list[bytes], bool]:
-    """Signing keys from ``$env_name`` (comma-separated), or one derived key; (keys, derived)."""
+def keys_from_env(env_name: str) -> tuple[list[bytes], str | None]:
+    """Signing keys from ``$env_name`` (comma-separated): (keys, None), or ([], the problem)."""
     raw = os.environ.get(env_name, "")
     keys = [k.strip().encode("utf-8") for k in raw.split(",") if k.strip()]
-    if keys:
-        return keys, False
-    derived = hashlib.sha256(b"lvm-feedback-insecure-dev-key:" + fallback_material.encode())
-    return [derived.digest()], True
+    fix = (f"set {env_name} on every Ray node from a Kubernetes Secret (e.g. the output of "
+           f"`openssl rand -hex 32`; two keys separated by a comma while rotating)")
+    if not keys:
+        return [], f"no feedback signing key: {fix}"
+    short = [i for i, k in enumerate(keys) if len(k) < MIN_KEY_BYTES]
+    if short:
+        return [], (f"{env_name} holds a key of {len(keys[short[0]])} bytes: keys must have at "
+                    f"least {MIN_KEY_BYTES}; {fix}")
+    return keys, None
+
+
+def token_id(token: str) -> str:
+    """A verified token's name in the replay guard: its signature, hex (unique per nonce)."""
+    return _b64d(token.rsplit(".", 1)[-1]).hex()
 
 
 def quantize(vector: Any) -> str:
@@ -106,6 +123,7 @@ class TokenSigner:
             "r": rollout, "v": version, "l": int(lane),
             "ids": [int(i) for i in list(ids)[:TOKEN_IDS]],
             "q": quantize(vector), "iat": issued, "exp": issued + self.ttl_s,
+            "n": _b64e(secrets.token_bytes(12)),  # one token per prediction, even twins
         }
         if pinned:  # signed like every claim: a client cannot turn QA feedback into judged
             payload["p"] = 1
@@ -137,5 +155,6 @@ class TokenSigner:
             raise TokenError(f"malformed feedback token payload: {exc}", 400) from None
         t = time.time() if now is None else now
         if t > claims.expires_at:
-            raise TokenError(f"feedback token expired at {claims.expires_at} (now {int(t)})", 403)
+            raise TokenError(f"feedback token expired at {claims.expires_at} (now {int(t)})", 403,
+                             "expired")
         return claims

@@ -162,6 +162,22 @@ def choose_route(
 # --------------------------------------------------------------------------------------------
 # Request validation
 
+#: Bytes one context number may take in a JSON body: a full-precision float ("-0.1234567890123
+#: 4567") and its separator, with room to spare. The cap on a JSON body is the longest context a
+#: routed version takes at this size per number, plus :data:`BODY_SLACK_BYTES` for the rest (tmd,
+#: scalars, whitespace); a binary body's numbers are 4 bytes each (base64 in JSON: 5.3).
+JSON_BYTES_PER_NUMBER = 24
+BINARY_BYTES_PER_NUMBER = 4
+BODY_SLACK_BYTES = 64 * 1024
+
+
+def body_limit(max_context: int | None, dim: int, *, binary: bool, absolute: int) -> int:
+    """The largest body worth reading for a context of at most ``max_context`` vectors."""
+    if max_context is None:
+        return absolute
+    per = BINARY_BYTES_PER_NUMBER if binary else JSON_BYTES_PER_NUMBER
+    return min(absolute, max_context * dim * per + BODY_SLACK_BYTES)
+
 
 @dataclass(frozen=True)
 class PredictRequest:
@@ -176,9 +192,11 @@ def _numeric_array(value: Any, what: str) -> np.ndarray:
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise BadRequest(f"{what} must be an array of numbers, got {type(value).__name__}")
     try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"{what} must be a rectangular array of numbers: {exc}") from None
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused as "NaN or Inf" later
+            arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadRequest(f"{what} must be a rectangular array of numbers: "
+                         f"{str(exc)[:200]}") from None
     return arr
 
 
@@ -212,6 +230,32 @@ def parse_predict_request(
         raise BadRequest(f"k must be an integer in 1..{max_k}, got {k!r}")
     return PredictRequest(context=context, tmd=tmd, lane=lane, k=k,
                           user_key=body.get(user_key_field))
+
+
+def parse_feedback_request(body: Any) -> tuple[str, int]:
+    """(token, clicked concept id) from a ``POST /feedback`` body, or :class:`BadRequest`."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("request body must be a JSON object")
+    if "token" not in body:
+        raise BadRequest("missing field 'token' (the feedback_token of a prediction)")
+    token = body["token"]
+    if not isinstance(token, str):
+        raise BadRequest(f"token must be a string (the feedback_token of a prediction), got "
+                         f"{type(token).__name__}")
+    clicked = body.get("clicked_concept_id")
+    if isinstance(clicked, bool) or not isinstance(clicked, int) or not 0 <= clicked < 2**63:
+        raise BadRequest("clicked_concept_id must be a concept id (an integer in "
+                         f"0..2^63-1), got {_brief(clicked)}")
+    return token, clicked
+
+
+def _brief(value: Any) -> str:
+    """A client's value in a message: short, and never a conversion that can itself fail."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(str(value)[:40])
+    return f"a {type(value).__name__}"
 
 
 def _check_context(context: np.ndarray, dim: int, max_context: int | None) -> None:

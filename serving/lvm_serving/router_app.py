@@ -31,7 +31,14 @@ from lvm_serving.contracts.serve_config import (
     RouterConfig,
     version_app_name,
 )
-from lvm_serving.feedback import DEFAULT_TTL_S, TokenError, TokenSigner, keys_from_env
+from lvm_serving.feedback import (
+    DEFAULT_TTL_S,
+    TokenError,
+    TokenSigner,
+    keys_from_env,
+    token_id,
+)
+from lvm_serving.replay_guard import RayKVReplayGuard
 from lvm_serving.router import (
     HEADER_LANE,
     HEADER_PIN,
@@ -39,15 +46,18 @@ from lvm_serving.router import (
     QUERY_VECTOR,
     BadRequest,
     PredictRequest,
+    body_limit,
     choose_route,
     is_binary,
     parse_binary_request,
+    parse_feedback_request,
     parse_predict_request,
     pinned_version,
     shadow_comparison,
     wants_vector,
 )
 from lvm_serving.serve_common import (
+    MAX_BODY_BYTES,
     Metrics,
     StageClock,
     error,
@@ -62,6 +72,8 @@ from lvm_serving.serve_common import (
 from lvm_serving.version_app import TOKEN_K
 
 logger = logging.getLogger("ray.serve")
+#: JSON bodies up to this size are parsed on the event loop (a thread hop costs more).
+INLINE_JSON_BYTES = 256 * 1024
 
 S = mc.Stage
 
@@ -75,14 +87,13 @@ class Router:
         self.bank = ConceptBank.load(args["concept_bank_uri"], args.get("concept_bank_sha256"),
                                      device="cpu")
         env_name = str(args.get("feedback_key_env") or "LVM_FEEDBACK_KEY")
-        keys, derived = keys_from_env(
-            env_name, f"{self.application}:{args.get('concept_bank_sha256') or ''}")
-        if derived:
-            logger.warning(
-                "%s is not set on this node: feedback tokens are signed with a key derived from "
-                "the application name, which anyone can recompute (forgeable). Set %s (the same "
-                "value on every Ray node) in production.", env_name, env_name)
-        self.signer = TokenSigner(keys, ttl_s=int(args.get("feedback_ttl_s", DEFAULT_TTL_S)))
+        keys, self.key_problem = keys_from_env(env_name)
+        # Fail closed: no key, no tokens (answers carry none) and /feedback answers 503.
+        self.signer = TokenSigner(keys, ttl_s=int(args.get("feedback_ttl_s", DEFAULT_TTL_S))) \
+            if keys else None
+        if self.key_problem:
+            logger.error("feedback disabled: %s", self.key_problem)
+        self.guard = RayKVReplayGuard() if self.signer is not None else None
         self.timeout_s = float(args.get("request_timeout_s", ROUTER_REQUEST_TIMEOUT_S))
         self.config: RouterConfig | None = None
         self.handles: dict[str, Any] = {}
@@ -164,16 +175,22 @@ class Router:
         config = self.config
         if config is None:
             return error(503, "not_ready", "router has no user_config yet")
-        raw = await read_body(request)
-        clock.lap(S.READ)
         binary = is_binary(request.headers.get("content-type"))
         body: Any = None
         try:
+            # refused before it is read when no routed version could take a context that big
+            raw = await read_body(request, body_limit(config.max_context, self.bank.dim,
+                                                      binary=binary, absolute=MAX_BODY_BYTES))
+            clock.lap(S.READ)
             if binary:
-                req = parse_binary_request(raw, request.headers, dim=self.bank.dim)
+                req = parse_binary_request(raw, request.headers, dim=self.bank.dim,
+                                           max_context=config.max_context)
             else:
-                body = json_loads(raw)
+                # a big JSON body is parsed off the event loop: other requests keep flowing
+                body = json_loads(raw) if len(raw) < INLINE_JSON_BYTES else \
+                    await asyncio.to_thread(json_loads, raw)
                 req = parse_predict_request(body, dim=self.bank.dim,
+                                            max_context=config.max_context,
                                             user_key_field=config.user_key)
             with_vector = wants_vector(request.query_params.get(QUERY_VECTOR),
                                        request.headers.get(HEADER_VECTOR))
@@ -241,8 +258,9 @@ class Router:
                 item["text"] = self.bank.text_for(cid)
             concepts.append(item)
         vector = out["vector"]
-        token = self.signer.sign(rollout=config.rollout, version=out["version"], lane=req.lane,
-                                 ids=ids[:TOKEN_K].tolist(), vector=vector, pinned=pinned)
+        token = None if self.signer is None else self.signer.sign(
+            rollout=config.rollout, version=out["version"], lane=req.lane,
+            ids=ids[:TOKEN_K].tolist(), vector=vector, pinned=pinned)
         answer: dict[str, Any] = {"concepts": concepts, "version": out["version"],
                                   "lane": req.lane, "rollout": config.rollout,
                                   "feedback_token": token}
@@ -271,28 +289,43 @@ class Router:
         self.metrics.inc(mc.SHADOW_TOP5_OVERLAP, pair, overlap)
         self.metrics.inc(mc.SHADOW_COSINE, pair, max(cosine, 0.0))
 
+    def _rejected(self, rollout: str, reason: mc.FeedbackRejection,
+                  version: str = "unknown") -> None:
+        self.metrics.inc(mc.FEEDBACK_REJECTED, {mc.LABEL_ROLLOUT: rollout,
+                                                mc.LABEL_VERSION: version,
+                                                mc.LABEL_REASON: str(reason)})
+
     async def _feedback(self, request: Request) -> JSONResponse:
         from lvm_serving.predictor import hits
 
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        if "token" not in body:
-            raise BadRequest("missing field 'token' (the feedback_token of a prediction)")
-        clicked = body.get("clicked_concept_id")
-        if isinstance(clicked, bool) or not isinstance(clicked, int) or \
-                not 0 <= clicked < 2**63:
-            raise BadRequest("clicked_concept_id must be a concept id (an integer in "
-                             f"0..2^63-1), got {str(clicked)[:40]!r}")
+        token, clicked = parse_feedback_request(await json_body(request))
         if not self.bank.contains(clicked):
             raise BadRequest(f"unknown concept id {clicked}: not in the concept bank")
+        rollout = self.config.rollout if self.config is not None else ""
+        if self.signer is None or self.guard is None:
+            self._rejected(rollout, mc.FeedbackRejection.NO_KEY)
+            return error(503, "feedback_unavailable", f"feedback is not accepted here: "
+                         f"{self.key_problem}")
         try:
-            claims = self.signer.verify(body["token"])
+            claims = self.signer.verify(token)
         except TokenError as exc:
+            self._rejected(rollout, mc.FeedbackRejection(exc.kind))
             return error(exc.status, "bad_token", str(exc))
         clicked_vec = self.bank.vectors_for([clicked]).cpu().numpy()
         if clicked_vec.shape[-1] != claims.vector.shape[0]:
             raise BadRequest("feedback token does not match this application's concept bank")
+        # Once per token, across replicas and restarts (the last check: a refused click above
+        # does not use the token up).
+        if claims.issued_at < self.guard.epoch:
+            self._rejected(claims.rollout, mc.FeedbackRejection.UNVOUCHED, claims.version)
+            return error(409, "replay", "feedback token was issued before this serving "
+                         "cluster's replay guard began (Ray restarted): it cannot be counted")
+        first = await asyncio.to_thread(self.guard.first_use, claims.rollout,
+                                        token_id(token), claims.expires_at)
+        if not first:
+            self._rejected(claims.rollout, mc.FeedbackRejection.REPLAY, claims.version)
+            return error(409, "replay", "feedback token already used: each prediction's "
+                         "feedback counts once")
         result = {k: bool(v[0]) for k, v in
                   hits(claims.vector[None], np.asarray(claims.ids)[None], [clicked],
                        clicked_vec).items()}

@@ -38,6 +38,18 @@ class Profile:
     lane_hit5: dict[str, float] = field(default_factory=dict)  # lane -> hit5 share override
 
 
+class _Locked:
+    """A collector that exposes ``registry`` under ``lock``: a scrape sees all or none of the
+    series created under the same lock."""
+
+    def __init__(self, registry: CollectorRegistry, lock: threading.Lock) -> None:
+        self.registry, self.lock = registry, lock
+
+    def collect(self):
+        with self.lock:
+            return list(self.registry.collect())
+
+
 class Traffic:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -55,14 +67,24 @@ class Traffic:
         self.profiles: dict[tuple[str, str], Profile] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        # A scrape and the creation of a version's series never interleave (see set()).
+        self._lock = threading.Lock()
+        self.exposed = CollectorRegistry()
+        self.exposed.register(_Locked(self.registry, self._lock))
 
     def set(self, rollout: str, version: str, profile: Profile | None) -> None:
         if profile is None:
             self.profiles.pop((rollout, version), None)
             return
         # Every series of the version starts at 0 before it counts anything (the Prometheus
-        # practice for labelled counters), so no window sees one series born a scrape after
-        # its sibling (feedback counted, hits not yet: a false "0% Hit@5").
+        # practice for labelled counters), all in one scrape (under the lock the exposition
+        # takes), so no window sees one series born a scrape after its sibling (feedback
+        # counted, hits not yet: a false "0% Hit@5").
+        with self._lock:
+            self._create_series(rollout, version)
+        self.profiles[(rollout, version)] = profile
+
+    def _create_series(self, rollout: str, version: str) -> None:
         for lane in LANES:
             lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
                    mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false",
@@ -72,29 +94,31 @@ class Traffic:
             self.errors.labels(**lbl, reason="nan_output")
             self.hits.labels(**lbl, k="5", kind="proxy")
             self.latency.labels(**lbl)
-        self.profiles[(rollout, version)] = profile
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            for (rollout, version), p in list(self.profiles.items()):
-                for lane in LANES:
-                    lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
-                           mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false",
-                           mc.LABEL_PINNED: "false"}
-                    n = p.requests
-                    self.requests.labels(**lbl).inc(n)
-                    self.errors.labels(**lbl, reason="nan_output").inc(
-                        n * p.error_share.get(lane, 0.0))
-                    self.empty.labels(**lbl).inc(n * p.empty_share)
-                    self.feedback.labels(**lbl).inc(n)
-                    self.hits.labels(**lbl, k="5", kind="proxy").inc(
-                        n * p.lane_hit5.get(lane, p.hit5_share))
-                    for _ in range(n):
-                        self.latency.labels(**lbl).observe(p.latency_s)
+            with self._lock:  # a scrape sees whole ticks: no feedback without its hits
+                self._tick()
+
+    def _tick(self) -> None:
+        for (rollout, version), p in list(self.profiles.items()):
+            for lane in LANES:
+                lbl = {mc.LABEL_ROLLOUT: rollout, mc.LABEL_VERSION: version,
+                       mc.LABEL_LANE: lane, mc.LABEL_SHADOW: "false", mc.LABEL_PINNED: "false"}
+                n = p.requests
+                self.requests.labels(**lbl).inc(n)
+                self.errors.labels(**lbl, reason="nan_output").inc(
+                    n * p.error_share.get(lane, 0.0))
+                self.empty.labels(**lbl).inc(n * p.empty_share)
+                self.feedback.labels(**lbl).inc(n)
+                self.hits.labels(**lbl, k="5", kind="proxy").inc(
+                    n * p.lane_hit5.get(lane, p.hit5_share))
+                for _ in range(n):
+                    self.latency.labels(**lbl).observe(p.latency_s)
 
     def start(self) -> int:
         port = free_port()
-        self.server = start_http_server(port, addr="127.0.0.1", registry=self.registry)[0]
+        self.server = start_http_server(port, addr="127.0.0.1", registry=self.exposed)[0]
         self._thread.start()
         return port
 

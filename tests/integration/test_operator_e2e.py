@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -280,9 +281,20 @@ def test_manual_commands(env):
         return s
 
     s = run("pause")
+    # who asked: the field manager the apiserver recorded for the annotation's write
+    assert s["lastCommand"]["fieldManager"] == "kubectl-annotate", s["lastCommand"]
     env.wait_status(ns, lambda s: s.get("phase") == "Paused", "paused", 10)
     run("pause", "rejected")
-    run("resume")
+    # the plugin: its own field manager, and the kubeconfig's user as the requester
+    out = subprocess.run([sys.executable, "-m", "lvm_operator.kubectl_plugin", "resume", "lvm",
+                          "-n", ns, "--kubeconfig", env.kube.kubeconfig, "--wait"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    last = env.get(ns)["status"]["lastCommand"]
+    assert (last["verb"], last["result"]) == ("resume", "accepted")
+    assert (last["fieldManager"], last["requestedBy"]) == ("kubectl-lvm", "lvm-admin"), last
+    events = env.kube.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    assert "(by lvm-admin via kubectl-lvm): resumed" in events
     env.wait_status(ns, lambda s: s.get("phase") == "Progressing", "resumed", 10)
     run("abort")
     s = env.wait_status(ns, lambda s: s.get("phase") == "RolledBack", "aborted", 10)

@@ -11,9 +11,11 @@ import base64
 import copy
 import json
 import math
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +34,12 @@ from lvm_serving.contracts.serve_config import (
     render_applications,
     version_app_name,
 )
+from lvm_serving.feedback import TokenSigner
 
 APP = "lvmtest"
 ROLLOUT = "ns-test/rollout"
 D = 128
-FEEDBACK_KEY = "integration-test-feedback-key"
+FEEDBACK_KEY = "integration-test-feedback-key-of-at-least-32-bytes"
 
 # version -> (family, context length, node pool, extra train args)
 VERSIONS = {
@@ -67,7 +70,7 @@ def trained(tmp_path_factory) -> dict[str, dict]:
     return {v: _train(out, v) for v in VERSIONS}
 
 
-def _spec(trained: dict, **router) -> AppSpec:
+def _spec(trained: dict, router_replicas: int = 1, **router) -> AppSpec:
     champ = trained["champ"]
     versions = tuple(
         VersionSpec(version=v, checkpoint=trained[v]["checkpoint"]["uri"],
@@ -78,7 +81,8 @@ def _spec(trained: dict, **router) -> AppSpec:
     config = RouterConfig(rollout=ROLLOUT, **{"champion": "champ", "candidate": "cand", **router})
     return AppSpec(application=APP, concept_bank_uri=champ["concept_bank"]["uri"],
                    concept_bank_sha256=champ["concept_bank"]["sha256"], router=config,
-                   versions=versions, extra_router_args={"request_timeout_s": 8})
+                   versions=versions, extra_router_args={"request_timeout_s": 8},
+                   router_replicas=router_replicas)
 
 
 class Served:
@@ -90,10 +94,10 @@ class Served:
         self.client = httpx.Client(timeout=60)
         self.lock = threading.Lock()
 
-    def serve_config(self, spec: AppSpec) -> dict:
+    def serve_config(self, spec: AppSpec, feedback_key: str = FEEDBACK_KEY) -> dict:
         apps = render_applications(spec)
         for app in apps:  # the signing key reaches the router through its runtime env
-            app["runtime_env"] = {"env_vars": {"LVM_FEEDBACK_KEY": FEEDBACK_KEY,
+            app["runtime_env"] = {"env_vars": {"LVM_FEEDBACK_KEY": feedback_key,
                                                "OMP_NUM_THREADS": "1"}}
         return {"proxy_location": "HeadOnly",
                 "http_options": {"host": "127.0.0.1", "port": self.port},
@@ -105,10 +109,11 @@ class Served:
                              timeout=60)
         assert resp.status_code == 200, resp.text
 
-    def apply(self, **router) -> dict:
+    def apply(self, *, router_replicas: int = 1, feedback_key: str = FEEDBACK_KEY,
+              **router) -> dict:
         """PUT the full config with this router config; wait until the router runs it."""
-        spec = _spec(self.trained, **router)
-        self.put(self.serve_config(spec))
+        spec = _spec(self.trained, router_replicas=router_replicas, **router)
+        self.put(self.serve_config(spec, feedback_key))
         want = spec.router.to_dict()
         eventually(lambda: self.healthz().get("config") == want, timeout_s=90,
                    what=f"router config {want}")
@@ -347,6 +352,83 @@ def test_a_partial_shadow_mirrors_about_that_share(served, prometheus):
     served.apply()
 
 
+def test_feedback_counts_once_across_replicas_restarts_and_keys(served, prometheus):
+    """Issue 19 #1-#2 on real Ray: one token replayed 1,000 times from 8 connections through
+    two router replicas counts once; the record survives two router restarts; a router without
+    a key fails closed; a token from before the replay guard began is refused."""
+    served.apply(router_replicas=2)
+    eventually(lambda: served.applications()[APP]["deployments"]["Router"]["status"] ==
+               "HEALTHY" and len([r for r in served.applications()[APP]["deployments"][
+                   "Router"].get("replicas", []) if r.get("state") == "RUNNING"]) == 2,
+               timeout_s=120, what="two router replicas RUNNING")
+    body = served.predict(lane=11, seed=11).json()
+    click = {"token": body["feedback_token"], "clicked_concept_id": body["concepts"][0]["id"]}
+    url = f"{served.base}/feedback"
+
+    def replay(_: int) -> list[int]:
+        with httpx.Client(timeout=60) as client:  # its own connection
+            return [client.post(url, json=click).status_code for _ in range(125)]
+
+    codes = Counter(code for chunk in _parallel(replay, range(8), workers=8) for code in chunk)
+    assert codes == {200: 1, 409: 999}, codes
+    sel = f'rollout="{ROLLOUT}",lane="11"'
+    wait_for_series(prometheus, f'sum({{__name__=~"{mc.exported_series(mc.FEEDBACK_REJECTED)}",'
+                                f'rollout="{ROLLOUT}",reason="replay"}}) >= 999', timeout_s=60)
+    assert _count(prometheus, mc.FEEDBACK, sel) == 1  # exactly once, not 1,000 times
+
+    # restart 1: new router replicas without a key: no tokens, /feedback 503 (fails closed)
+    served.apply(feedback_key="")
+    eventually(lambda: all(served.predict(seed=i).json().get("feedback_token") is None
+                           for i in range(4)), timeout_s=120, what="routers without a key")
+    r = served.client.post(url, json=click)
+    assert r.status_code == 503 and "no feedback signing key" in r.json()["error"], r.text
+    # restart 2: the key is back; the token used before both restarts is still used up
+    served.apply()
+    eventually(lambda: all(served.predict(seed=i).json().get("feedback_token")
+                           for i in range(4)), timeout_s=120, what="routers with the key")
+    r = served.client.post(url, json=click)
+    assert r.status_code == 409 and "already used" in r.json()["error"], r.text
+    # signed with the real key but issued 2 h ago, before this cluster's replay guard began
+    # (what every old token looks like after a Ray restart): refused, never counted twice
+    old = TokenSigner([FEEDBACK_KEY.encode()]).sign(
+        rollout=ROLLOUT, version="champ", lane=11, ids=[click["clicked_concept_id"]],
+        vector=np.ones(D), now=time.time() - 7200)
+    r = served.client.post(url, json={**click, "token": old})
+    assert r.status_code == 409 and "before this serving cluster's replay guard" in \
+        r.json()["error"], r.text
+    # minted without the Secret's key
+    forged = TokenSigner([b"x" * 32]).sign(rollout=ROLLOUT, version="champ", lane=11,
+                                            ids=[1], vector=np.ones(D))
+    r = served.client.post(url, json={**click, "token": forged})
+    assert r.status_code == 403 and "signature" in r.json()["error"], r.text
+    assert _count(prometheus, mc.FEEDBACK, sel) == 1
+
+
+def test_a_body_too_big_for_any_routed_version_is_refused_before_it_is_read(served):
+    """Issue 19 #3 on real Ray: the router's cap follows the longest context a routed version
+    takes (here 50 vectors of 128: 50 x 128 x 24 + 65,536 = 219,136 bytes of JSON)."""
+    served.apply(max_context=50)
+    cap = 50 * D * 24 + 64 * 1024
+    # the headers announce a gigabyte and no body follows: the answer comes without reading it
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(f"POST /{APP}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000000000\r\n"
+                     "\r\n".encode())
+        reply = sock.recv(65536).decode("utf-8", "replace")
+    assert reply.startswith("HTTP/1.1 413"), reply[:300]
+    assert f"request body of 1000000000 bytes is over the limit of {cap}" in reply
+    # a body that streams in past the cap (no content-length: chunked) is cut off too
+    r = served.client.post(f"{served.base}/predict", content=iter([b"[" * 65536] * 5),
+                           headers={"content-type": "application/json"})
+    assert r.status_code == 413 and f"over the limit of {cap} bytes" in r.json()["error"]
+    # one vector more than any routed version takes: a 400 naming the limit, before a version
+    r = served.predict(ctx_len=51)
+    assert r.status_code == 400 and "context too long: 51 vectors, at most 50" in \
+        r.json()["error"], r.text
+    assert served.predict(ctx_len=50).status_code == 200
+    served.apply()
+
+
 def test_feedback_proxies_and_forged_tokens(served):
     served.apply(candidate=None)
     body = served.predict(lane=4).json()
@@ -490,6 +572,7 @@ def test_metrics_reach_prometheus_with_the_contract_labels(served, prometheus):
         (mc.EMPTY_HITS, "", 'version="hgru",lane="6"'),
         (mc.FEEDBACK, "", 'version="champ",lane="4"'),
         (mc.FEEDBACK_HITS, "", 'version="champ",k="10",kind="exact"'),
+        (mc.FEEDBACK_REJECTED, "", 'reason="invalid"'),
         (mc.SHADOW_COMPARISONS, "", 'version="cand"'),
         (mc.STAGE_LATENCY, "_bucket", 'version="champ",stage="model"'),
         (mc.STAGE_LATENCY, "_count", 'version="champ",stage="hop"'),

@@ -229,3 +229,15 @@ def test_traffic_waits_for_a_running_candidate(candidate, weight, shadow, ready,
         assert (out.router.candidate, out.router.candidate_weight, out.router.shadow) == (
             None, 0, False)
         assert out.versions == app.versions  # the versions are deployed all the same
+
+
+def test_the_router_refuses_contexts_no_routed_version_takes():
+    s = spec()
+    champ, cand = s.champion.context_length, s.candidate.context_length
+    rolling = served(RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=25))
+    assert rolling.router.max_context == max(champ, cand)
+    rolled_back = served(RolloutState(phase=Phase.ROLLED_BACK, current_step=1))
+    assert rolled_back.router.max_context == champ  # only the champion is routed
+    bigger = served(RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=25),
+                    candidate__contextLength=champ * 4)
+    assert bigger.router.max_context == champ * 4

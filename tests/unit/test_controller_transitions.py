@@ -7,6 +7,7 @@ promotion and its history entries, a spec change that supersedes the candidate, 
 from __future__ import annotations
 
 import copy
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,13 @@ from lvm_operator.api import (
     Serving,
     parse_rollout,
 )
-from lvm_operator.commands import ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID, Command, Verb
+from lvm_operator.commands import (
+    ANNOTATION_COMMAND,
+    ANNOTATION_COMMAND_BY,
+    ANNOTATION_COMMAND_ID,
+    Command,
+    Verb,
+)
 from lvm_operator.controller import adapter
 from lvm_operator.controller.transitions import (
     apply_command,
@@ -190,6 +197,13 @@ def test_a_blocked_gate_retry_asks_for_reevaluation():
     # malformed: rejected (recorded) and removed
     ({ANNOTATION_COMMAND: "explode", ANNOTATION_COMMAND_ID: "x"}, None, True, "rejected", True),
     ({ANNOTATION_COMMAND: "explode", ANNOTATION_COMMAND_ID: "x"}, "x", False, None, True),
+    # an id that is not an id (too long, odd characters): rejected once under a safe name,
+    # then only removed
+    ({ANNOTATION_COMMAND: "pause", ANNOTATION_COMMAND_ID: "x" * 300}, None, True, "rejected",
+     True),
+    ({ANNOTATION_COMMAND: "pause", ANNOTATION_COMMAND_ID: "x" * 300},
+     "invalid-" + hashlib.sha256(b"x" * 300).hexdigest()[:16], False, None, True),
+    ({ANNOTATION_COMMAND: "pause"}, None, True, "rejected", True),  # no id at all
 ])
 def test_reading_the_command_annotations(annotations, last_id, ran, result, consume):
     from lvm_operator.api import CommandResult, LastCommand
@@ -200,8 +214,8 @@ def test_reading_the_command_annotations(annotations, last_id, ran, result, cons
     read = read_command(annotations, SPEC, AT_STEP_2, ROLLING, old, NOW)
     assert (read.effect is not None) == ran
     assert (read.effect.record.result.value if read.effect else None) == result
-    assert read.remove_annotations == ((ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID) if consume
-                                       else ())
+    assert read.remove_annotations == ((ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID,
+                                        ANNOTATION_COMMAND_BY) if consume else ())
 
 
 # --- promotion ---------------------------------------------------------------------------------
@@ -289,3 +303,29 @@ def test_rollback_force_travels_in_the_annotation(value, target, force, error):
     c = parse_command(annotations)
     assert (c.target_version, c.force) == (target, force)
     assert c.annotation_value() == value  # what the plugin writes is what the operator reads
+
+
+def test_a_command_records_who_asked_and_which_field_manager_wrote_it():
+    from lvm_operator.commands import command_field_manager
+
+    meta = {"managedFields": [
+        {"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {}}},
+        {"manager": "kubectl-lvm", "operation": "Update", "fieldsV1": {"f:metadata": {
+            "f:annotations": {"f:lvm.rollout.io/command": {}, "f:lvm.rollout.io/command-id": {}}}}},
+    ]}
+    manager = command_field_manager(meta)
+    assert manager == "kubectl-lvm"
+    annotations = {ANNOTATION_COMMAND: "pause", ANNOTATION_COMMAND_ID: "c9",
+                   ANNOTATION_COMMAND_BY: "alice@example.com\x1b[31m" + "!" * 300}
+    read = read_command(annotations, SPEC, AT_STEP_2, ROLLING, NO_STATUS, NOW, manager)
+    record = read.effect.record
+    assert record.field_manager == "kubectl-lvm"
+    # printable only, bounded: no terminal escapes in status or kubectl lvm status
+    assert record.requested_by.startswith("alice@example.com[31m!")
+    assert len(record.requested_by) == 128
+    (event,) = read.effect.events
+    assert "(id c9) (by alice@example.com[31m" in event.message
+    assert "via kubectl-lvm): paused by command" in event.message
+    assert command_field_manager({}) is None
+    assert command_field_manager({"managedFields": [{"manager": "x", "fieldsV1": {
+        "f:metadata": {"f:labels": {}}}}]}) is None

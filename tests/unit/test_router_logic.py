@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from lvm_serving.contracts.serve_config import RouterConfig, RoutingMode
-from lvm_serving.feedback import TokenError, TokenSigner, dequantize, keys_from_env, quantize
+from lvm_serving.feedback import (
+    TokenError,
+    TokenSigner,
+    dequantize,
+    keys_from_env,
+    quantize,
+    token_id,
+)
 from lvm_serving.predictor import hits
 from lvm_serving.router import (
     BadRequest,
@@ -263,18 +270,45 @@ def test_tampered_forged_and_expired_tokens_are_refused(signer):
         assert exc.value.status in (400, 403)
 
 
+K_OLD, K_NEW = "o" * 32, "n" * 40  # keys of at least MIN_KEY_BYTES
+
+
 def test_key_rotation_and_env_keys(monkeypatch):
-    old = TokenSigner([b"old"]).sign(rollout="r", version="v", lane=0, ids=[1], vector=_unit(2))
-    monkeypatch.setenv("LVM_TEST_KEY", "new, old")
-    keys, derived = keys_from_env("LVM_TEST_KEY", "x")
-    assert keys == [b"new", b"old"] and not derived
+    old = TokenSigner([K_OLD.encode()]).sign(rollout="r", version="v", lane=0, ids=[1],
+                                             vector=_unit(2))
+    monkeypatch.setenv("LVM_TEST_KEY", f"{K_NEW}, {K_OLD}")
+    keys, problem = keys_from_env("LVM_TEST_KEY")
+    assert keys == [K_NEW.encode(), K_OLD.encode()] and problem is None
     rotated = TokenSigner(keys)
-    assert rotated.verify(old).version == "v"  # still accepted while "old" is listed
-    assert TokenSigner([b"new"]).verify(rotated.sign(rollout="r", version="w", lane=0, ids=[1],
-                                                     vector=_unit(2))).version == "w"
-    monkeypatch.delenv("LVM_TEST_KEY")
-    keys, derived = keys_from_env("LVM_TEST_KEY", "app")
-    assert derived and keys == keys_from_env("LVM_TEST_KEY", "app")[0]  # stable across replicas
+    assert rotated.verify(old).version == "v"  # still accepted while the old key is listed
+    assert TokenSigner([K_NEW.encode()]).verify(rotated.sign(
+        rollout="r", version="w", lane=0, ids=[1], vector=_unit(2))).version == "w"
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    (None, "no feedback signing key: set LVM_TEST_KEY on every Ray node from a Kubernetes "
+           "Secret"),
+    ("", "no feedback signing key"),
+    (" , ", "no feedback signing key"),
+    ("x", "LVM_TEST_KEY holds a key of 1 bytes: keys must have at least 32"),
+    (f"{K_NEW},short", "holds a key of 5 bytes"),  # one weak key disables rotation too
+])
+def test_keys_fail_closed_with_no_derived_fallback(monkeypatch, value, says):
+    if value is None:
+        monkeypatch.delenv("LVM_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("LVM_TEST_KEY", value)
+    keys, problem = keys_from_env("LVM_TEST_KEY")
+    assert keys == [] and says in problem
+    assert "openssl rand -hex 32" in problem
+
+
+def test_every_token_is_unique_so_the_replay_guard_can_name_it():
+    signer = TokenSigner([K_NEW.encode()])
+    same = {"rollout": "r", "version": "v", "lane": 0, "ids": [1], "vector": _unit(3), "now": 5}
+    a, b = signer.sign(**same), signer.sign(**same)  # the same prediction twice, same second
+    assert a != b and token_id(a) != token_id(b)
+    assert token_id(a) == token_id(a) and len(token_id(a)) == 64
 
 
 # ---- input validation ------------------------------------------------------------------------

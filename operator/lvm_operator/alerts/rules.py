@@ -54,16 +54,16 @@ class AlertThresholds:
     min_feedback: int = 100  # per version (and per lane) and quality window
     fast_for_s: float = 300.0
     quality_for_s: float = 900.0
+    #: The offline judgements are re-exported on every operator tick; an alert waits this long so
+    #: a value that one check flips and the next flips back (or a restart's first export) pages
+    #: no one.
+    evaluation_for_s: float = 600.0
 
 
 _X = ShadowFilter.EXCLUDE
 
 #: Every alert's ``runbook_url``: its section of the README's "Runbook" (the chart's home).
 RUNBOOK_BASE = "https://github.com/lvm-rollout/lvm-rollout/blob/main/README.md"
-#: The offline judgements are re-exported on every operator tick; an alert waits this long so a
-#: value that one check flips and the next flips back (or a restart's first export) pages no one.
-EVALUATION_FOR_S = 600.0
-
 
 def runbook_url(alert: str) -> str:
     return f"{RUNBOOK_BASE}#{alert.lower()}"
@@ -175,7 +175,7 @@ def alert_rules(t: AlertThresholds = AlertThresholds()) -> list[dict[str, Any]]:
     ]
 
 
-def evaluation_rules() -> list[dict[str, Any]]:
+def evaluation_rules(t: AlertThresholds = AlertThresholds()) -> list[dict[str, Any]]:
     """Alerts on the operator's offline judgements (drift, lane health)."""
     where = "{{ $labels.version }} ({{ $labels.rollout }})"
     return [
@@ -183,7 +183,7 @@ def evaluation_rules() -> list[dict[str, Any]]:
             "alert": "LVMModelDrift",
             "expr": (f"max by (rollout, version) (abs({om.EVAL_DRIFT}))\n"
                      f"and on (rollout, version)\n({om.EVAL_DRIFT_DETECTED} == 1)"),
-            "for": promql.duration(EVALUATION_FOR_S),
+            "for": promql.duration(t.evaluation_for_s),
             "labels": {"severity": "warning", "component": "lvm-evaluation"},
             "annotations": {
                 "summary": f"LVM {where}: eval-set drift {{{{ $value | humanizePercentage }}}} "
@@ -199,7 +199,7 @@ def evaluation_rules() -> list[dict[str, Any]]:
         {
             "alert": "LVMLaneUnhealthy",
             "expr": f"{om.LANE_BELOW_OVERALL} > 0",
-            "for": promql.duration(EVALUATION_FOR_S),
+            "for": promql.duration(t.evaluation_for_s),
             "labels": {"severity": "warning", "component": "lvm-evaluation"},
             "annotations": {
                 "summary": f"LVM {where}: lane {{{{ $labels.lane }}}} is "
@@ -280,7 +280,7 @@ _HEADER = """\
 def render_rules_yaml(t: AlertThresholds = AlertThresholds()) -> str:
     """The full rules file (Prometheus ``rule_files`` format)."""
     doc = {"groups": [{"name": GROUP_NAME, "rules": alert_rules(t)},
-                      {"name": EVAL_GROUP_NAME, "rules": evaluation_rules()},
+                      {"name": EVAL_GROUP_NAME, "rules": evaluation_rules(t)},
                       {"name": ROLLOUT_GROUP_NAME, "rules": rollout_rules()}]}
     return _HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=200,
                                default_flow_style=False)

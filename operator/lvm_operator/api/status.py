@@ -162,6 +162,11 @@ class LastCommand(ApiModel):
     time: datetime = Field(description="When it was consumed (RFC3339).")
     result: CommandResult = Field(description="accepted or rejected.")
     message: Text | None = Field(None, description="What it did, or why it was rejected.")
+    requested_by: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="Who asked, as the client said (kubectl lvm: the kubeconfig user).")
+    field_manager: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="The field manager the apiserver recorded for the write that set "
+                          "the command (kubectl-lvm for the plugin).")
 
 
 class Serving(ApiModel):

@@ -205,6 +205,7 @@ class ServedVersion:
     node_pool: str | None
     min_replicas: int
     max_replicas: int
+    context_known: bool = True  # False: a history entry that did not record its context length
 
     @classmethod
     def of(cls, mv: ModelVersion) -> ServedVersion:
@@ -214,7 +215,8 @@ class ServedVersion:
     @classmethod
     def from_history(cls, h: HistoryEntry, bounds: tuple[int, int]) -> ServedVersion:
         return cls(h.version, h.checkpoint, h.sha256, str(h.family or "memory_gru"),
-                   h.context_length or 1, h.node_pool, bounds[0], bounds[1])
+                   h.context_length or 1, h.node_pool, bounds[0], bounds[1],
+                   context_known=h.context_length is not None)
 
     def deployment(self, share_percent: float, *, floor: int | None = None) -> VersionSpec:
         lo = self.min_replicas if floor is None else floor
@@ -298,8 +300,12 @@ def app_spec_for(
         # Its own weight plus the mirrored part of the champion's share (rounded up).
         deployments.append(candidate.deployment(
             min(100, weight + -(-(100 - weight) * mirrored // 100))))
+    routed = [champion, *([candidate] if router_candidate and candidate else [])]
     router = RouterConfig(
         rollout=rollout,
+        # the longest context a routed version takes (unknown for an old history entry)
+        max_context=max(v.context_length for v in routed)
+        if all(v.context_known for v in routed) else None,
         champion=champion.version,
         candidate=router_candidate,
         candidate_weight=weight,

@@ -44,6 +44,7 @@ from ..api import (
     parse_status,
 )
 from ..backends.protocol import ObservedApp
+from ..commands import command_field_manager
 from ..decision import (
     Check,
     Decision,
@@ -160,8 +161,7 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
     spec = rollout.spec
     key = adapter.rollout_key(namespace, name)
     if spec.candidate is None:
-        return _plan_steady(namespace, name, now, generation, old, tuple(notes), spec,
-                            meta.get("annotations"))
+        return _plan_steady(namespace, name, now, generation, old, tuple(notes), spec, meta)
     stored = adapter.state_from_status(old.decision_state)
     refused = champion_not_serving(spec, stored, old.serving)
     if refused is not None:  # nothing is applied or decided (a pending command waits)
@@ -171,7 +171,8 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
                         steady=SteadyStart(stored, old.serving, refused=refused))
     start = start_for_spec(spec, stored, old.serving, now)
     state, serving, history = start.state, start.serving, list(start.history)
-    command = read_command(meta.get("annotations"), spec, state, serving, old, now)
+    command = read_command(meta.get("annotations"), spec, state, serving, old, now,
+                           command_field_manager(meta))
     if command.effect is not None:
         state, serving = command.effect.state, command.effect.serving
         history += command.effect.history
@@ -202,7 +203,7 @@ def plan_tick(obj: Mapping[str, Any], now: float) -> TickPlan:
 
 def _plan_steady(namespace: str, name: str, now: float, generation: int | None,
                  old: LVMRolloutStatus, notes: tuple[str, ...], spec: LVMRolloutSpec,
-                 annotations: Mapping[str, str] | None) -> TickPlan:
+                 meta: Mapping[str, Any]) -> TickPlan:
     """Step 1 for a champion-only spec (:mod:`.steady`): no decision, only the champion."""
     key = adapter.rollout_key(namespace, name)
     history = list(old.history or [])
@@ -211,7 +212,8 @@ def _plan_steady(namespace: str, name: str, now: float, generation: int | None,
     if start.refused is not None:  # a pending command waits too
         return TickPlan(namespace, name, now, generation, old, notes=notes, spec=spec,
                         state=start.state, serving=start.serving, steady=start)
-    command = read_command(annotations, spec, start.state, start.serving, old, now)
+    command = read_command(meta.get("annotations"), spec, start.state, start.serving, old, now,
+                           command_field_manager(meta))
     added = list(start.history)
     if command.effect is not None and command.effect.record.result is CommandResult.ACCEPTED:
         # rollback --to: another served version takes all traffic, and stays steady

@@ -27,11 +27,15 @@ from ..api import (
 from ..api.spec import DNS_LABEL_PATTERN
 from ..commands import (
     ANNOTATION_COMMAND,
+    ANNOTATION_COMMAND_BY,
     ANNOTATION_COMMAND_ID,
+    COMMAND_ANNOTATIONS,
     Command,
     CommandError,
     Verb,
+    bounded_who,
     parse_command,
+    safe_command_id,
 )
 from ..decision import Action, Decision, Phase, RolloutState
 from . import adapter
@@ -193,12 +197,12 @@ class CommandRead:
 
     @property
     def remove_annotations(self) -> tuple[str, ...]:
-        return (ANNOTATION_COMMAND, ANNOTATION_COMMAND_ID) if self.consume else ()
+        return COMMAND_ANNOTATIONS if self.consume else ()
 
 
 def read_command(annotations: Mapping[str, str] | None, spec: LVMRolloutSpec,
-                 state: RolloutState, serving: Serving, old: LVMRolloutStatus, now: float
-                 ) -> CommandRead:
+                 state: RolloutState, serving: Serving, old: LVMRolloutStatus, now: float,
+                 field_manager: str | None = None) -> CommandRead:
     """Consume the command whose id differs from ``status.lastCommand.id``; a malformed one is
     rejected (recorded, Warning Event); one already recorded is only removed, never re-run."""
     annotations = dict(annotations or {})
@@ -206,25 +210,36 @@ def read_command(annotations: Mapping[str, str] | None, spec: LVMRolloutSpec,
     # A command already recorded (the annotation removal after the status write failed, or a
     # tool re-set it): remove it without running it again.
     stale = ANNOTATION_COMMAND in annotations and last_id is not None and \
-        annotations.get(ANNOTATION_COMMAND_ID) == last_id
+        safe_command_id(annotations.get(ANNOTATION_COMMAND_ID)) == last_id
     effect = None
     try:
         parsed = parse_command(annotations)
     except CommandError as e:
         parsed = None
-        cid = annotations.get(ANNOTATION_COMMAND_ID) or "invalid"
+        cid = safe_command_id(annotations.get(ANNOTATION_COMMAND_ID))
+        who = bounded_who(annotations.get(ANNOTATION_COMMAND_BY))
         if last_id != cid:
             effect = CommandEffect(
-                LastCommand(verb="invalid", id=cid[:253], time=adapter.to_rfc3339(now),
-                            result=CommandResult.REJECTED, message=str(e)[:1024]),
-                state, serving, [], [Event(WARNING, "CommandRejected", str(e))], None)
+                LastCommand(verb="invalid", id=cid, time=adapter.to_rfc3339(now),
+                            result=CommandResult.REJECTED, message=str(e)[:1024],
+                            requested_by=who, field_manager=field_manager),
+                state, serving, [],
+                [Event(WARNING, "CommandRejected", f"{e}{_by(who, field_manager)}")], None)
     if parsed is not None and last_id != parsed.id:
-        effect = apply_command(parsed, spec, state, serving, old, now)
+        effect = apply_command(parsed, spec, state, serving, old, now, field_manager)
     return CommandRead(effect, effect is not None or stale)
 
 
+def _by(who: str | None, manager: str | None) -> str:
+    """`` (by alice via kubectl-lvm)``: who asked, for the Event."""
+    parts = [f"by {who}" if who else "", f"via {manager}" if manager else ""]
+    text = " ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
+
+
 def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, serving: Serving,
-                  old: LVMRolloutStatus, now: float) -> CommandEffect:
+                  old: LVMRolloutStatus, now: float,
+                  field_manager: str | None = None) -> CommandEffect:
     """One manual command against the rollout as it stands: accepted (with its effect) or
     refused (state and serving unchanged), each with the message ``kubectl lvm`` shows."""
     verb = cmd.verb
@@ -239,12 +254,12 @@ def apply_command(cmd: Command, spec: LVMRolloutSpec, state: RolloutState, servi
             verb=str(verb), id=cmd.id[:253], target_version=target,
             time=adapter.to_rfc3339(now),
             result=CommandResult.ACCEPTED if ok else CommandResult.REJECTED,
-            message=text[:1024],
+            message=text[:1024], requested_by=cmd.requested_by, field_manager=field_manager,
         )
         event = Event(NORMAL if ok else WARNING,
                       f"Command{str(verb).capitalize()}" if ok else "CommandRejected",
                       f"{verb}{':' + cmd.target_version if cmd.target_version else ''} "
-                      f"(id {cmd.id}): {text}")
+                      f"(id {cmd.id}){_by(cmd.requested_by, field_manager)}: {text}")
         return CommandEffect(record, st if ok else state, sv if ok else serving,
                              history if ok else [], [event], message if ok else None)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from lvm_operator.api.rollout import CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from lvm_operator.commands import PLUGIN_FIELD_MANAGER
 
 
 class ClusterError(Exception):
@@ -30,6 +31,7 @@ class Cluster:
     namespace: str  # the context's namespace (or 'default')
     server: str
     version: str = VERSION  # the API version the plugin speaks
+    user: str = ""  # the kubeconfig context's user: recorded with each command (command-by)
 
     def ns(self, namespace: str | None) -> str:
         return namespace or self.namespace
@@ -88,6 +90,7 @@ class Cluster:
             return self.api.patch_namespaced_custom_object(
                 GROUP, self.version, namespace, PLURAL, name,
                 {"metadata": {"annotations": annotations}},
+                field_manager=PLUGIN_FIELD_MANAGER,  # the operator records it with the command
                 _content_type="application/merge-patch+json")
         except Exception as exc:
             self.explain(exc, namespace, name)
@@ -121,4 +124,5 @@ def connect(kubeconfig: str | None, context: str | None) -> Cluster:
                            ) from exc
     namespace = (chosen.get("context") or {}).get("namespace") or "default"
     return Cluster(client.CustomObjectsApi(api_client), namespace,
-                   api_client.configuration.host)
+                   api_client.configuration.host,
+                   user=str((chosen.get("context") or {}).get("user") or ""))

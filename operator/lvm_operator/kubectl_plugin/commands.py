@@ -35,6 +35,7 @@ from lvm_operator.commands import (
     Command,
     CommandError,
     Verb,
+    bounded_who,
     parse_command,
 )
 
@@ -262,7 +263,8 @@ def _send_command(verb: Verb, name: str, namespace: str | None, context: str | N
                   f"{pending.annotation_value()!r} (id {pending.id}), which the operator has "
                   "not consumed yet")
     command = Command(verb=verb, id=new_command_id(), target_version=target,
-                      force=force and verb is Verb.ROLLBACK)
+                      force=force and verb is Verb.ROLLBACK,
+                      requested_by=bounded_who(cluster.user))
     cluster.annotate(name, ns, command.annotations())
     console.print(f"{PLURAL}.{GROUP}/{name} in namespace {ns}: [bold]{command.annotation_value()}"
                   f"[/] requested (command id {command.id})")

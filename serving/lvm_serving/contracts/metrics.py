@@ -93,6 +93,16 @@ class ErrorReason(StrEnum):
     TIMEOUT = "timeout"
 
 
+class FeedbackRejection(StrEnum):
+    """Why feedback was refused and not counted (the ``reason`` label of FEEDBACK_REJECTED)."""
+
+    REPLAY = "replay"  # the token was already used: 409
+    UNVOUCHED = "unvouched"  # issued before the replay guard's record began (a Ray restart): 409
+    INVALID = "invalid"  # malformed, forged or tampered with: 400/403
+    EXPIRED = "expired"  # past its lifetime: 403
+    NO_KEY = "no_key"  # the router has no signing key: 503
+
+
 # Errors that count against a version in the error-rate guardrail (bad input is the client's).
 SERVER_ERROR_REASONS: tuple[ErrorReason, ...] = (
     ErrorReason.NAN_OUTPUT,
@@ -146,6 +156,13 @@ FEEDBACK_HITS = MetricDef(
     "Feedback events that were a hit at k (kind=proxy: cosine threshold; kind=exact: in top-k).",
     (*COMMON_LABELS, LABEL_K, LABEL_HIT_KIND),
 )
+FEEDBACK_REJECTED = MetricDef(
+    "lvm_feedback_rejected", MetricKind.COUNTER,
+    "Feedback refused and not counted, by reason (replay: the token was already used; "
+    "unvouched: issued before the replay guard began; invalid; expired; no_key). version is "
+    "the token's for a replay, 'unknown' when the token could not be read.",
+    (LABEL_ROLLOUT, LABEL_VERSION, LABEL_REASON),
+)
 SHADOW_COMPARISONS = MetricDef(
     "lvm_shadow_comparisons", MetricKind.COUNTER,
     "Shadowed requests answered by both versions.", (LABEL_ROLLOUT, LABEL_VERSION, LABEL_LANE),
@@ -169,7 +186,7 @@ STAGE_LATENCY = MetricDef(
 )
 
 ALL_METRICS: tuple[MetricDef, ...] = (
-    REQUESTS, ERRORS, LATENCY, EMPTY_HITS, FEEDBACK, FEEDBACK_HITS,
+    REQUESTS, ERRORS, LATENCY, EMPTY_HITS, FEEDBACK, FEEDBACK_HITS, FEEDBACK_REJECTED,
     SHADOW_COMPARISONS, SHADOW_TOP5_OVERLAP, SHADOW_COSINE, STAGE_LATENCY,
 )  # fmt: skip
 

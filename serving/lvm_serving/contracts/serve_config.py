@@ -54,6 +54,9 @@ class RouterConfig:
     context_threshold: int | None = None  # contextLength mode: longer contexts are eligible
     shadow: bool = False  # the candidate also answers champion traffic; the client never sees it
     shadow_percent: int = 100  # with shadow: the percent of champion traffic mirrored, 1..100
+    #: The longest context (vectors) a routed version takes; a longer one, and a body too big to
+    #: hold it, is refused before parsing (None: only the absolute body cap).
+    max_context: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.shadow_percent <= 100:
