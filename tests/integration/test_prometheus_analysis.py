@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from helpers import wait_for_series
+from helpers import eventually, wait_for_series
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -114,6 +114,26 @@ class LegacyExporter:
         for counter, gauge in families.values():
             yield counter
             yield gauge
+
+
+class ForeignPod:
+    """A Ray pod in namespace ``evil`` that emits series claiming rollout ``ml/good``: 5,000
+    requests of v2, every one an exception. Prometheus' Kubernetes discovery would put
+    ``namespace="evil"`` on them; with this static config the pod exposes the label itself."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def collect(self):
+        keys = [*labels("ml/good", "v2", "0"), "namespace"]
+        values = [*labels("ml/good", "v2", "0").values(), "evil"]
+        requests = CounterMetricFamily(mc.RAY_PREFIX + mc.REQUESTS.name, "test", labels=keys)
+        requests.add_metric(values, self.value)
+        errors = CounterMetricFamily(mc.RAY_PREFIX + mc.ERRORS.name, "test",
+                                     labels=[*keys, "reason"])
+        errors.add_metric([*values, "exception"], self.value)
+        yield requests
+        yield errors
 
 
 @dataclass
@@ -222,11 +242,15 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
     b_hist = Histogram(mc.RAY_PREFIX + mc.LATENCY.name, mc.LATENCY.description, mc.LATENCY.labels,
                        buckets=mc.LATENCY_BUCKETS_SECONDS, registry=reg_b)
     _zero_series(a, b, b_hist)
-    port_a, port_b = free_port(), free_port()
+    foreign, reg_c = ForeignPod(), CollectorRegistry()
+    reg_c.register(foreign)
+    port_a, port_b, port_c = free_port(), free_port(), free_port()
     servers = [start_http_server(port_a, addr="127.0.0.1", registry=a.registry)[0],
-               start_http_server(port_b, addr="127.0.0.1", registry=reg_b)[0]]
+               start_http_server(port_b, addr="127.0.0.1", registry=reg_b)[0],
+               start_http_server(port_c, addr="127.0.0.1", registry=reg_c)[0]]
     prom = PrometheusServer(tools, tmp_path_factory.mktemp("analysis-prom"),
-                            jobs={"ray": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]},
+                            jobs={"ray": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}",
+                                          f"127.0.0.1:{port_c}"]},
                             scrape_interval_s=1.0)
     reader = None
     try:
@@ -234,12 +258,18 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
         # Both exporters scraped at zero...
         wait_for_series(prom, 'ray_lvm_requests_total{rollout="ml/good"} == 0', timeout_s=30)
         wait_for_series(prom, 'ray_lvm_requests{rollout="ml/bad"} == 0', timeout_s=30)
+        wait_for_series(prom, 'ray_lvm_requests_total{namespace="evil"} == 0', timeout_s=30)
         # ...then the known values, and the timestamp of a scrape that has all of them.
         _known_values(a, b, b_hist)
-        at_total = _last_scrape(
-            prom, 'ray_lvm_requests_total{rollout="ml/good",version="v2",lane="0",'
-            'pinned="false"}', 600)
+        foreign.value = 5000.0
         at_raw = _last_scrape(prom, 'ray_lvm_requests{rollout="ml/bad",version="v2"}', 1000)
+        at_evil = _last_scrape(prom, 'ray_lvm_requests_total{namespace="evil"}', 5000)
+        good = ('ray_lvm_requests_total{rollout="ml/good",version="v2",lane="0",'
+                'pinned="false",namespace=""}')
+        # a scrape of ml/good's own target after the foreign pod's 5,000 was scraped, so the
+        # judge's windows (ending there) hold the foreign series too
+        at_total = eventually(lambda: (t := _last_scrape(prom, good, 600)) > at_evil and t,
+                              timeout_s=30, what="a scrape after the foreign pod's")
         reader = PrometheusReader(prom.url, timeout_s=5.0)
         yield Loaded(prom, reader, at_total, at_raw)
     finally:
@@ -268,6 +298,17 @@ def test_passing_candidate_counters_with_total(loaded):
     assert qv2.lanes["3"].hit5_proxy == pytest.approx(0.60, rel=1e-9)
     out = assess_quality(plan, q.for_rollout("ml/good"))
     assert out.verdict is Verdict.PASS, out.summary
+
+
+def test_a_pod_in_another_namespace_cannot_judge_this_rollout(loaded):
+    # Its 5,000 failing "requests" are in Prometheus, next to ml/good's own...
+    (sample,) = loaded.prometheus.query(
+        f'sum(ray_lvm_requests_total{{rollout="ml/good", namespace="evil"}} @ {loaded.at_total})')
+    assert float(sample["value"][1]) == 5000
+    # ...and the judge does not count them: ml/good's candidate still has exactly its 1,000
+    # requests and no server error (test_passing_candidate_counters_with_total).
+    v2 = loaded.guardrails(loaded.at_total).for_rollout("ml/good").versions["v2"]
+    assert v2.requests == pytest.approx(1000.0, rel=1e-9) and v2.error_rate == 0.0
 
 
 def test_pinned_requests_reach_prometheus_but_not_the_judge(loaded):

@@ -442,9 +442,15 @@ def test_feedback_proxies_and_forged_tokens(served):
     assert abs(fb["cosine"] - top[0]["similarity"]) < 0.02
     for k, threshold in mc.HIT_PROXY_COSINE.items():
         assert fb[f"hit@{k}_proxy"] == (fb["cosine"] > threshold)
-    r = served.client.post(url, json={"token": token, "clicked_concept_id": top[7]["id"]})
+    # the same prediction again (a new token: each counts once), clicked at rank 8
+    again = served.predict(lane=4).json()
+    assert [c["id"] for c in again["concepts"]] == [c["id"] for c in top]
+    r = served.client.post(url, json={"token": again["feedback_token"],
+                                      "clicked_concept_id": top[7]["id"]})
     fb = r.json()
     assert not fb["hit@1_exact"] and not fb["hit@5_exact"] and fb["hit@10_exact"]
+    r = served.client.post(url, json={"token": token, "clicked_concept_id": top[7]["id"]})
+    assert r.status_code == 409 and "already used" in r.json()["error"], r.text
 
     payload, sig = token.split(".")
     tampered = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + sig

@@ -63,6 +63,32 @@ def test_queries_not_run_leave_fields_unmeasured():
     assert v2.error_rate is None and v2.empty_hit_rate is None and v2.p95_latency_seconds is None
 
 
+def test_a_rollout_is_judged_only_on_series_from_its_own_namespace(caplog):
+    def at(ns, rollout, version, value, lane="0"):
+        return Sample({"rollout": rollout, "version": version, "lane": lane, "namespace": ns},
+                      value)
+
+    answers = {
+        # ml/a's candidate: 1,000 requests from its own pods (namespace ml), 1 server error...
+        Query.REQUESTS: [at("ml", "ml/a", "v2", 1000.0),
+                         # ...and 9,000 "requests" claimed by a Ray pod in namespace evil
+                         at("evil", "ml/a", "v2", 9000.0)],
+        Query.SERVER_ERRORS: [at("ml", "ml/a", "v2", 1.0), at("evil", "ml/a", "v2", 9000.0)],
+        Query.FEEDBACK: [at("ml", "ml/a", "v2", 100.0), at("evil", "ml/a", "v2", 900.0)],
+        Query.HIT5_PROXY_HITS: [at("ml", "ml/a", "v2", 70.0)],  # evil sent misses only
+        # no namespace label at all (a static scrape config): counted
+        Query.EMPTY_HITS: [Sample({"rollout": "ml/a", "version": "v2", "lane": "0"}, 50.0)],
+    }
+    v2 = build_observations(30.0, answers)["ml/a"].versions["v2"]
+    assert v2.requests == 1000.0 and v2.error_rate == pytest.approx(0.001)  # 1 / 1000
+    assert v2.hit5_proxy == pytest.approx(0.7)  # 70 / 100, not 70 / 1000
+    assert v2.empty_hit_rate == pytest.approx(0.05)
+    assert "ignoring series for rollout ml/a scraped from namespace evil" in caplog.text
+    # a rollout whose only series come from elsewhere has no data, not the attacker's data
+    only_evil = {Query.REQUESTS: [at("evil", "ml/b", "v2", 500.0)]}
+    assert build_observations(30.0, only_evil) == {}
+
+
 def test_series_without_rollout_or_version_are_ignored():
     answers = {Query.REQUESTS: [Sample({"version": "v2"}, 5.0), Sample({"rollout": "x"}, 5.0)]}
     assert build_observations(30.0, answers) == {}

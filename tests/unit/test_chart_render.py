@@ -277,7 +277,15 @@ def test_service_monitor_scrapes_the_metrics_service(tools):
 
 def test_ray_pod_monitor_follows_the_watched_namespace(tools):
     wide = one(render(tools, "-f", str(ALL_VALUES)), "PodMonitor")
-    assert wide["spec"]["namespaceSelector"] == {"any": True}
+    assert wide["spec"]["namespaceSelector"] == {"matchNames": ["ml-models", "ml-staging"]}
+    # cluster-wide with no namespaces named: refused, never "every namespace" by default
+    proc = _helm(tools, "template", RELEASE, str(CHART), "--set",
+                 "monitoring.rayPodMonitor.enabled=true")
+    assert proc.returncode != 0
+    assert "monitoring.rayPodMonitor.namespaces: list the namespaces" in proc.stderr
+    chosen = one(render(tools, "--set", "monitoring.rayPodMonitor.enabled=true", "--set",
+                        "monitoring.rayPodMonitor.namespaceSelector.any=true"), "PodMonitor")
+    assert chosen["spec"]["namespaceSelector"] == {"any": True}  # said explicitly
     assert wide["spec"]["selector"] == {"matchLabels": {"ray.io/is-ray-node": "yes"}}
     assert wide["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     narrow = one(render(tools, "-f", str(ALL_VALUES), "--set", "watchNamespace=ml-models"),

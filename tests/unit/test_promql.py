@@ -20,22 +20,22 @@ PROMTOOL = shutil.which("promtool")
     ("query", "expected"),
     [
         (Query.REQUESTS,
-         "sum by (rollout, version, lane) "
+         "sum by (rollout, version, lane, namespace) "
          '(increase(ray_lvm_requests_total{pinned!="true"}[30s]))'),
         (Query.SERVER_ERRORS,
-         'sum by (rollout, version, lane) (increase(ray_lvm_request_errors_total{'
+         'sum by (rollout, version, lane, namespace) (increase(ray_lvm_request_errors_total{'
          'reason=~"exception|nan_output|timeout", pinned!="true"}[30s]))'),
         (Query.EMPTY_HITS,
-         "sum by (rollout, version, lane) "
+         "sum by (rollout, version, lane, namespace) "
          '(increase(ray_lvm_empty_hits_total{pinned!="true"}[30s]))'),
         (Query.FEEDBACK,
-         "sum by (rollout, version, lane) "
+         "sum by (rollout, version, lane, namespace) "
          '(increase(ray_lvm_feedback_total{pinned!="true"}[30s]))'),
         (Query.HIT5_PROXY_HITS,
-         'sum by (rollout, version, lane) (increase(ray_lvm_feedback_hits_total{'
+         'sum by (rollout, version, lane, namespace) (increase(ray_lvm_feedback_hits_total{'
          'k="5", kind="proxy", pinned!="true"}[30s]))'),
         (Query.P95_LATENCY,
-         "histogram_quantile(0.95, sum by (le, rollout, version) "
+         "histogram_quantile(0.95, sum by (le, rollout, version, namespace) "
          "(rate(ray_lvm_request_latency_seconds_bucket{pinned!=\"true\"}[30s])))"),
     ],
 )
@@ -56,7 +56,8 @@ def test_one_query_per_metric_for_all_rollouts():
     # No rollout matcher: the query count does not grow with the number of rollouts.
     for text in promql.render_all(list(Query), 60.0).values():
         assert 'rollout="' not in text and "rollout=~" not in text
-        assert "by (rollout, version" in text or "by (le, rollout, version)" in text
+        assert "by (rollout, version" in text or "by (le, rollout, version" in text
+        assert "namespace)" in text  # kept: the reader scopes each series to its namespace
 
 
 def test_server_errors_follow_the_contract():

@@ -210,7 +210,10 @@ def build_observations(
 
     Counter series that do not exist count as 0 (a counter is exported once incremented), so a
     version with requests and no error series has an error rate of 0, not "no data". Ratios
-    whose denominator is 0 are ``None``.
+    whose denominator is 0 are ``None``. A series whose target namespace (Prometheus' Kubernetes
+    ``namespace`` label) is not the rollout's (the ``ns`` of its ``rollout="ns/name"`` label) is
+    ignored: another namespace's pods cannot judge this rollout. Series without the label (a
+    static scrape config, as on the local stack) count.
     """
     # counts[query][(rollout, version)][lane] = value
     counts: dict[Query, dict[tuple[str, str], dict[str, float]]] = defaultdict(
@@ -219,11 +222,16 @@ def build_observations(
     p95: dict[tuple[str, str], float] = {}
     buckets: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     keys: set[tuple[str, str]] = set()
+    foreign: set[tuple[str, str]] = set()
     for q, samples in answers.items():
         for s in samples:
             rollout = s.labels.get(mc.LABEL_ROLLOUT)
             version = s.labels.get(mc.LABEL_VERSION)
             if not rollout or not version:
+                continue
+            target_ns = s.labels.get(promql.TARGET_NAMESPACE)
+            if target_ns and target_ns != rollout.split("/", 1)[0]:
+                foreign.add((rollout, target_ns))  # scraped from another namespace's pod
                 continue
             key = (rollout, version)
             keys.add(key)
@@ -236,6 +244,10 @@ def build_observations(
                     continue  # a bucket without a numeric le is not ours
             else:
                 counts[q][key][s.labels.get(mc.LABEL_LANE, "")] += _count(s.value)
+
+    for rollout, target_ns in sorted(foreign):
+        log.warning("ignoring series for rollout %s scraped from namespace %s: a rollout is "
+                    "judged only on series from its own namespace", rollout, target_ns)
 
     def per_lane(q: Query, key: tuple[str, str]) -> dict[str, float]:
         return counts[q][key] if key in counts.get(q, {}) else {}

@@ -38,6 +38,13 @@ from lvm_serving.contracts import metrics as mc
 
 BY_LANE: tuple[str, ...] = (mc.LABEL_ROLLOUT, mc.LABEL_VERSION, mc.LABEL_LANE)
 BY_VERSION: tuple[str, ...] = (mc.LABEL_ROLLOUT, mc.LABEL_VERSION)
+#: The label Prometheus' Kubernetes discovery puts on every target (a PodMonitor's pod's
+#: namespace). The judge's queries keep it, and the reader counts a series for rollout
+#: ``ns/name`` only from targets in ``ns`` (:func:`~.prometheus.build_observations`): a Ray pod
+#: in another namespace cannot emit series that judge this namespace's rollout.
+TARGET_NAMESPACE = "namespace"
+JUDGE_BY_LANE: tuple[str, ...] = (*BY_LANE, TARGET_NAMESPACE)
+JUDGE_BY_VERSION: tuple[str, ...] = (*BY_VERSION, TARGET_NAMESPACE)
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/-]*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -230,20 +237,21 @@ def hit5_proxy_increase(
 
 def render(query: Query, window_s: float, shadow: ShadowFilter = ShadowFilter.INCLUDE) -> str:
     """The PromQL for one of the reader's per-window queries."""
+    lane, version = JUDGE_BY_LANE, JUDGE_BY_VERSION
     if query is Query.REQUESTS:
-        return increase(mc.REQUESTS, window_s, shadow=shadow)
+        return increase(mc.REQUESTS, window_s, by=lane, shadow=shadow)
     if query is Query.SERVER_ERRORS:
-        return server_error_increase(window_s, shadow=shadow)
+        return server_error_increase(window_s, by=lane, shadow=shadow)
     if query is Query.EMPTY_HITS:
-        return increase(mc.EMPTY_HITS, window_s, shadow=shadow)
+        return increase(mc.EMPTY_HITS, window_s, by=lane, shadow=shadow)
     if query is Query.FEEDBACK:
-        return increase(mc.FEEDBACK, window_s, shadow=shadow)
+        return increase(mc.FEEDBACK, window_s, by=lane, shadow=shadow)
     if query is Query.HIT5_PROXY_HITS:
-        return hit5_proxy_increase(window_s, shadow=shadow)
+        return hit5_proxy_increase(window_s, by=lane, shadow=shadow)
     if query is Query.P95_LATENCY:
-        return latency_quantile(0.95, window_s, shadow=shadow)
+        return latency_quantile(0.95, window_s, by=version, shadow=shadow)
     if query is Query.LATENCY_BUCKETS:
-        return latency_buckets(window_s, shadow=shadow)
+        return latency_buckets(window_s, by=version, shadow=shadow)
     raise ValueError(f"query={query!r} is invalid: choose one of {[q.value for q in Query]}")
 
 
