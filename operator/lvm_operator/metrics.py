@@ -38,7 +38,16 @@ operator exports them again from what status recorded:
                                                                 reason`` (1 per condition)
 ``lvm_rollout_analysis_value``                         gauge    ``rollout, check, metric,
                                                                 version`` (the candidate's)
+``lvm_rollout_decision_lag_seconds``                   gauge    ``rollout``: seconds since its
+                                                                guardrails last ran (judged
+                                                                phases only), at scrape time
+``lvm_rollout_guardrail_interval_seconds``             gauge    ``rollout``: how often they
+                                                                should
 =====================================================  =======  ==============================
+
+The lag is computed when Prometheus scrapes, from the last check the rollout's status recorded,
+so it grows while a rollout is starved: a tick that never runs cannot hide in a histogram of the
+ticks that did (``LVMRolloutChecksLate`` fires at three intervals).
 
 The rollouts gauge is derived from the last phase seen per rollout (:meth:`set_phase`,
 :meth:`forget`), so a rollout that changes phase moves from one series to the other instead of
@@ -81,6 +90,10 @@ ROLLOUT_WEIGHT = "lvm_rollout_candidate_weight_percent"
 ROLLOUT_STEP = "lvm_rollout_current_step"
 ROLLOUT_CONDITION = "lvm_rollout_condition"
 ROLLOUT_MEASUREMENT = "lvm_rollout_analysis_value"
+ROLLOUT_DECISION_LAG = "lvm_rollout_decision_lag_seconds"
+ROLLOUT_GUARDRAIL_INTERVAL = "lvm_rollout_guardrail_interval_seconds"
+#: Phases in which guardrails run (they stay armed while paused).
+JUDGED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})
 METRICS_PATH = "/metrics"
 #: Check durations: PromQL round trips, from a few ms to a slow Prometheus.
 CHECK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -127,9 +140,10 @@ class OperatorMetrics:
             self._publish_phases()
         self.quality.forget(rollout)
 
-    def set_quality(self, rollout: str, status: LVMRolloutStatus) -> None:
+    def set_quality(self, rollout: str, status: LVMRolloutStatus,
+                    guardrail_interval_s: float | None = None) -> None:
         """Model-quality gauges of ``rollout`` from its new status."""
-        self.quality.set_rollout(rollout, status)
+        self.quality.set_rollout(rollout, status, guardrail_interval_s)
 
     def _publish_phases(self) -> None:
         counts = {str(p): 0 for p in Phase}
@@ -197,18 +211,34 @@ class QualityCollector:
                               ["rollout", "check", "metric", "version"]),
     }
 
-    def __init__(self) -> None:
+    _LAG_HELP = {
+        ROLLOUT_DECISION_LAG: "Seconds since the rollout's guardrails last ran (while they "
+                              "should run: Progressing or Paused), computed at scrape time.",
+        ROLLOUT_GUARDRAIL_INTERVAL: "How often the rollout's guardrails should run "
+                                    "(spec.analysis.guardrails.interval).",
+    }
+
+    def __init__(self, clock: Any = time.time) -> None:
         self._samples: dict[str, list[tuple[str, tuple[str, ...], float]]] = {}
+        self._checked: dict[str, tuple[float, float]] = {}  # rollout -> (last check, interval)
+        self._clock = clock
         self._lock = threading.Lock()
 
-    def set_rollout(self, rollout: str, status: LVMRolloutStatus) -> None:
+    def set_rollout(self, rollout: str, status: LVMRolloutStatus,
+                    guardrail_interval_s: float | None = None) -> None:
         samples = list(_quality_samples(rollout, status))
+        since = _last_judged(status)
         with self._lock:
             self._samples[rollout] = samples
+            if since is not None and guardrail_interval_s:
+                self._checked[rollout] = (since, guardrail_interval_s)
+            else:
+                self._checked.pop(rollout, None)
 
     def forget(self, rollout: str) -> None:
         with self._lock:
             self._samples.pop(rollout, None)
+            self._checked.pop(rollout, None)
 
     def knows(self, rollout: str) -> bool:
         with self._lock:
@@ -217,12 +247,34 @@ class QualityCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             rows = [x for samples in self._samples.values() for x in samples]
+            checked = dict(self._checked)
         for name, (help_text, labels) in self._HELP.items():
             family = GaugeMetricFamily(name, help_text, labels=labels)
             for metric, values, value in rows:
                 if metric == name:
                     family.add_metric(list(values), value)
             yield family
+        now = self._clock()
+        lag = GaugeMetricFamily(ROLLOUT_DECISION_LAG, self._LAG_HELP[ROLLOUT_DECISION_LAG],
+                                labels=["rollout"])
+        interval = GaugeMetricFamily(ROLLOUT_GUARDRAIL_INTERVAL,
+                                     self._LAG_HELP[ROLLOUT_GUARDRAIL_INTERVAL],
+                                     labels=["rollout"])
+        for rollout, (since, every) in sorted(checked.items()):
+            lag.add_metric([rollout], max(now - since, 0.0))
+            interval.add_metric([rollout], every)
+        yield lag
+        yield interval
+
+
+def _last_judged(status: LVMRolloutStatus) -> float | None:
+    """When the rollout's guardrails last ran (or its step began, before the first check), in
+    the phases where they run; None otherwise."""
+    ds = status.decision_state
+    if ds is None or ds.phase not in JUDGED_PHASES:
+        return None
+    times = [t for t in (ds.last_guardrail_at, ds.step_started_at) if t is not None]
+    return max(times) if times else None
 
 
 def _quality_samples(rollout: str, status: LVMRolloutStatus

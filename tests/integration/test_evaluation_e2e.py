@@ -96,7 +96,8 @@ def env(kube, crd_installed, tools, tmp_path_factory, trained) -> Iterator[Env]:
     # Only the namespaces this module creates, and no peering: other modules' operators and
     # rollouts stay out of the way.
     operator = Operator(kube, work, work / "backend.jsonl", peering="lvm-rollout-eval",
-                        scope=("--namespace", "eval-*", "--standalone"))
+                        scope=("--namespace", "eval-*", "--standalone"),
+                        extra_env={"LVM_FAULT_INJECTION": "1"})  # only acts on annotated ones
     prom = None
     try:
         operator.start()
@@ -117,7 +118,7 @@ def env(kube, crd_installed, tools, tmp_path_factory, trained) -> Iterator[Env]:
         traffic.stop()
 
 
-def manifest(env: Env, ns: str, *, champion: str, candidate: str, evaluation: dict,
+def manifest(env: Env, ns: str, *, champion: str, candidate: str, evaluation: dict | None,
              analysis: dict | None = None) -> dict:
     t = env.trained
 
@@ -139,7 +140,7 @@ def manifest(env: Env, ns: str, *, champion: str, candidate: str, evaluation: di
                          **(analysis or {})},
             "prometheus": {"url": env.prom.url},
             "serve": {"backend": "rayDashboard", "url": "http://127.0.0.1:8265"},
-            "evaluation": evaluation,
+            **({"evaluation": evaluation} if evaluation is not None else {}),
         },
     }
 
@@ -314,3 +315,35 @@ def test_a_missing_eval_set_fails_the_gate_with_the_file_named(env):
     assert conditions(s)["Progressing"]["reason"] == "EvaluationFailed"
     failed = env.event(ns, "EvaluationFailed")
     assert failed["type"] == "Warning" and "no-such-dir/eval_set.npz" in failed["message"]
+
+
+def test_a_rollout_the_operator_stops_checking_raises_checks_late(env):
+    """Issue 22 #2: FAULT INJECTION: ``lvm.rollout.io/fault-skip-ticks`` (honoured because this
+    module's operator runs with LVM_FAULT_INJECTION=1) makes the operator skip the rollout: its
+    guardrails (every 2 s) stop, the lag the operator exports at each scrape grows, and the
+    shipped rule LVMRolloutChecksLate fires past 3 intervals, then resolves once ticks resume."""
+    ns = env.kube.new_namespace("eval")
+    rollout = f"{ns}/lvm"
+    env.traffic.set(rollout, "v1", Profile())
+    env.traffic.set(rollout, "v2", Profile())
+    try:
+        env.kube.apply(manifest(env, ns, champion="good-champion", candidate="good-candidate",
+                                evaluation=None, analysis={"guardrails": {"interval": "2s"}}))
+        env.wait_status(ns, lambda s: s.get("phase") == "Progressing" and (
+            s.get("decisionState") or {}).get("lastGuardrailAt"), "guardrails running")
+        lag = f'lvm_rollout_decision_lag_seconds{{rollout="{rollout}"}}'
+        wait_for_series(env.prom, f"{lag} < 6", timeout_s=30)  # on time: under 3 intervals
+        assert not env.firing("LVMRolloutChecksLate", rollout)
+        env.kube.kubectl("annotate", "lvmrollout/lvm", "-n", ns,
+                         "lvm.rollout.io/fault-skip-ticks=true")
+        eventually(lambda: env.firing("LVMRolloutChecksLate", rollout), 30,
+                   "LVMRolloutChecksLate firing in Prometheus")
+        (sample,) = env.prom.query(lag)
+        assert float(sample["value"][1]) > 6.0
+        env.kube.kubectl("annotate", "lvmrollout/lvm", "-n", ns,
+                         "lvm.rollout.io/fault-skip-ticks-")
+        eventually(lambda: not env.firing("LVMRolloutChecksLate", rollout), 30,
+                   "the alert resolved once the rollout is checked again")
+    finally:
+        env.traffic.set(rollout, "v1", None)
+        env.traffic.set(rollout, "v2", None)

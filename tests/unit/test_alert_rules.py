@@ -70,7 +70,7 @@ def test_promtool_check_rules():
     proc = subprocess.run([PROMTOOL, "check", "rules", str(RULES_FILE)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 11 rules found" in proc.stdout  # 5 serving + 2 evaluation + 4 rollout
+    assert "SUCCESS: 12 rules found" in proc.stdout  # 5 serving + 2 evaluation + 5 rollout
 
 
 @needs_promtool

@@ -225,7 +225,7 @@ def test_prometheus_rule_carries_the_generated_rules_and_promtool_accepts_them(t
     check = subprocess.run([str(tools.promtool), "check", "rules", str(path)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 11 rules found" in check.stdout
+    assert "SUCCESS: 12 rules found" in check.stdout
 
 
 @pytest.mark.parametrize("expr", ['sum by (rollout (rate(x[5m]))', "rate(x[$window])"])

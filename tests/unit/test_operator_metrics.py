@@ -102,3 +102,41 @@ def test_rollout_gauges_come_from_the_status_the_tick_wrote():
     assert 'metric="errorRate",rollout="ml/lvm-local",version="phase2-500ctx"} 0.05' in text
     m.forget("ml/lvm-local")
     assert "lvm_rollout_info{" not in generate_latest(m.registry).decode()
+
+
+def test_decision_lag_grows_while_a_rollout_is_not_ticked():
+    """Issue 22 #2: the lag is measured at scrape time from the last check status recorded,
+    so a rollout whose ticks stop running shows it (a histogram of the ticks that ran cannot)."""
+    from prometheus_client import CollectorRegistry
+    from test_controller_tick import Rollout
+
+    from lvm_operator.api import parse_status
+    from lvm_operator.metrics import QualityCollector
+
+    r = Rollout()
+    for _ in range(3):  # a few ticks into step 1: guardrails have run
+        r.tick()
+        r.t += 2.0
+    status = parse_status(r.status)
+    last = status.decision_state.last_guardrail_at
+    assert status.decision_state.phase == "Progressing" and last is not None
+    now = [last + 1.0]
+    collector = QualityCollector(clock=lambda: now[0])
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.set_rollout("ml/lvm-local", status, guardrail_interval_s=2.0)
+
+    def lag() -> float | None:
+        return registry.get_sample_value("lvm_rollout_decision_lag_seconds",
+                                         {"rollout": "ml/lvm-local"})
+
+    assert lag() == 1.0
+    assert registry.get_sample_value("lvm_rollout_guardrail_interval_seconds",
+                                     {"rollout": "ml/lvm-local"}) == 2.0
+    now[0] = last + 7.0  # no tick ran for 7 s: 3.5 intervals, LVMRolloutChecksLate's side
+    assert lag() == 7.0
+    # finished: guardrails no longer run, so there is no lag to report
+    done = status.model_copy(update={"decision_state": status.decision_state.model_copy(
+        update={"phase": Phase.PROMOTED})})
+    collector.set_rollout("ml/lvm-local", done, guardrail_interval_s=2.0)
+    assert lag() is None

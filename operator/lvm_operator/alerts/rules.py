@@ -249,6 +249,14 @@ def rollout_rules() -> list[dict[str, Any]]:
              f"LVMRollout {who} has had no data past analysis.onNoData.maxHold",
              "The checks read no (or too little) candidate traffic, or Prometheus failed, for "
              "longer than the no-data limit; the step holds."),
+        rule("LVMRolloutChecksLate",
+             f"{om.ROLLOUT_DECISION_LAG} > 3 * {om.ROLLOUT_GUARDRAIL_INTERVAL}",
+             f"LVMRollout {who}'s guardrails have not run for "
+             "{{ $value | humanizeDuration }}",
+             "The operator has not evaluated this rollout's guardrails for three intervals: it "
+             "is starved (more rollouts than one operator keeps up with, or a tick that hangs) "
+             "and a breach would go unnoticed; lvm_operator_reconcile_delay_seconds and the "
+             "operator's log say which."),
         rule("LVMRolloutStalled",
              f'{cond}{{type="Stalled",status="True",'
              f'reason!~"RolledBack|GateBlocked|EvaluationFailed"}} == 1',

@@ -29,6 +29,7 @@ is done is here:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,12 @@ from .tick import (
 
 log = logging.getLogger("lvm_operator.controller")
 
+#: FAULT INJECTION, for tests only: with ``LVM_FAULT_INJECTION=1`` in the operator's environment,
+#: a rollout annotated ``lvm.rollout.io/fault-skip-ticks: "true"`` is not ticked (a starved
+#: rollout, which cannot be caused on demand otherwise; ``LVMRolloutChecksLate`` must notice).
+FAULT_INJECTION_ENV = "LVM_FAULT_INJECTION"
+FAULT_SKIP_TICKS = "lvm.rollout.io/fault-skip-ticks"
+
 
 class Reconciler:
     """Ticks rollouts. Thread-safe: one lock per rollout, shared caches for the rest."""
@@ -74,6 +81,7 @@ class Reconciler:
         self._backends: dict[tuple[str, str, str], ServeBackend] = {}
         self._guard = threading.Lock()
         self._failing: set[tuple[str, str]] = set()  # rollouts whose last tick raised
+        self._faults = os.environ.get(FAULT_INJECTION_ENV) == "1"
 
     @property
     def evaluator(self) -> EvaluationRunner:
@@ -110,6 +118,10 @@ class Reconciler:
             obj = self.kube.get(namespace, name)
             if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
                 return None  # gone, or going: the deletion handler reverts (see delete())
+            if self._faults and ((obj.get("metadata") or {}).get("annotations") or {}).get(
+                    FAULT_SKIP_TICKS) == "true":
+                log.warning("FAULT INJECTION: not ticking %s/%s", namespace, name)
+                return 1.0
             try:
                 wait = self._tick(obj)
             except Exception as e:
@@ -270,7 +282,8 @@ class Reconciler:
         update = outcome.update
         METRICS.set_phase(p.key, update.status.phase)
         if update.patch is not None or not METRICS.quality.knows(p.key):
-            METRICS.set_quality(p.key, update.status)
+            every = p.spec.analysis.guardrails.interval_seconds if p.spec is not None else None
+            METRICS.set_quality(p.key, update.status, every)
         if update.patch is not None:
             self.kube.patch_status(p.namespace, p.name, update.patch)
         if outcome.remove_annotations:
