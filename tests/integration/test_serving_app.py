@@ -374,19 +374,24 @@ def test_feedback_counts_once_across_replicas_restarts_and_keys(served, promethe
     sel = f'rollout="{ROLLOUT}",lane="11"'
     wait_for_series(prometheus, f'sum({{__name__=~"{mc.exported_series(mc.FEEDBACK_REJECTED)}",'
                                 f'rollout="{ROLLOUT}",reason="replay"}}) >= 999', timeout_s=60)
+    wait_for_series(prometheus, f'sum({{__name__=~"{mc.exported_series(mc.FEEDBACK)}",'
+                                f'{sel}}}) >= 1', timeout_s=60)
     assert _count(prometheus, mc.FEEDBACK, sel) == 1  # exactly once, not 1,000 times
 
     # restart 1: new router replicas without a key: no tokens, /feedback 503 (fails closed)
     served.apply(feedback_key="")
     eventually(lambda: all(served.predict(seed=i).json().get("feedback_token") is None
                            for i in range(4)), timeout_s=120, what="routers without a key")
-    r = served.client.post(url, json=click)
-    assert r.status_code == 503 and "no feedback signing key" in r.json()["error"], r.text
+    # (eventually: a replica of the old deployment may still be draining)
+    r = eventually(lambda: (x := served.client.post(url, json=click)).status_code == 503 and x,
+                   timeout_s=60, what="/feedback answering 503 without a key")
+    assert "no feedback signing key" in r.json()["error"], r.text
     # restart 2: the key is back; the token used before both restarts is still used up
     served.apply()
     eventually(lambda: all(served.predict(seed=i).json().get("feedback_token")
                            for i in range(4)), timeout_s=120, what="routers with the key")
-    r = served.client.post(url, json=click)
+    r = eventually(lambda: (x := served.client.post(url, json=click)).status_code != 503 and x,
+                   timeout_s=60, what="/feedback with the key again")
     assert r.status_code == 409 and "already used" in r.json()["error"], r.text
     # signed with the real key but issued 2 h ago, before this cluster's replay guard began
     # (what every old token looks like after a Ray restart): refused, never counted twice
@@ -404,6 +409,26 @@ def test_feedback_counts_once_across_replicas_restarts_and_keys(served, promethe
     assert _count(prometheus, mc.FEEDBACK, sel) == 1
 
 
+def _read_reply(sock: socket.socket) -> str:
+    """One HTTP response: the head, then as many body bytes as its content-length says (the
+    two may arrive in separate packets)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("utf-8", "replace")
+
+
 def test_a_body_too_big_for_any_routed_version_is_refused_before_it_is_read(served):
     """Issue 19 #3 on real Ray: the router's cap follows the longest context a routed version
     takes (here 50 vectors of 128: 50 x 128 x 24 + 65,536 = 219,136 bytes of JSON)."""
@@ -414,7 +439,7 @@ def test_a_body_too_big_for_any_routed_version_is_refused_before_it_is_read(serv
         sock.sendall(f"POST /{APP}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      "Content-Type: application/json\r\nContent-Length: 1000000000\r\n"
                      "\r\n".encode())
-        reply = sock.recv(65536).decode("utf-8", "replace")
+        reply = _read_reply(sock)
     assert reply.startswith("HTTP/1.1 413"), reply[:300]
     assert f"request body of 1000000000 bytes is over the limit of {cap}" in reply
     # a body that streams in past the cap (no content-length: chunked) is cut off too
