@@ -74,6 +74,8 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=30.0,
                         help="guardrail interval in seconds (the example's is 30 s in clusters)")
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--tick-workers", type=int, default=None,
+                        help="the operator's --tick-workers (default: the operator's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
@@ -106,7 +108,8 @@ def main() -> int:
         operator = ManagedProcess(
             "operator",
             [str(Path(sys.executable).parent / "lvm-rollout"), "operator", "--all-namespaces",
-             "--standalone", "--liveness-port", str(liveness), "--metrics-port", str(metrics_port)],
+             "--standalone", "--liveness-port", str(liveness), "--metrics-port", str(metrics_port),
+             *(["--tick-workers", str(args.tick_workers)] if args.tick_workers else [])],
             run_dir / "operator.log",
             env={**stack.env(),
                  "LVM_SERVE_BACKEND_FACTORY": "lvm_operator.backends.noop:dry_run_factory"},

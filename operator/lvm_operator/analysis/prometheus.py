@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect  # no pandas import
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from lvm_serving.contracts import metrics as mc
@@ -106,13 +107,22 @@ class PrometheusReader:
         timeout_s: float = 5.0,
         retries: int = 0,
         client: PrometheusConnect | None = None,
+        connections: int = 10,
     ) -> None:
         self.url = url.rstrip("/")
         retry = Retry(
             total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.2,
             status_forcelist=(502, 503, 504), raise_on_status=False,
         )
-        self._client = client or PrometheusConnect(url=self.url, retry=retry, timeout=timeout_s)
+        if client is None:
+            # As many pooled connections as ticks may query at once (requests' default of 10
+            # made the other tick threads wait for a connection, not for Prometheus).
+            session = requests.Session()
+            client = PrometheusConnect(url=self.url, retry=retry, timeout=timeout_s,
+                                       session=session)
+            session.mount(self.url + "/", HTTPAdapter(
+                max_retries=retry, pool_connections=2, pool_maxsize=max(connections, 1)))
+        self._client = client
 
     def close(self) -> None:
         close = getattr(self._client, "close", None)  # older prometheus-api-client lacks it

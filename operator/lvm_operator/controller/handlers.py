@@ -72,7 +72,9 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     if runtime is None:
         options = memo.get("options") or OperatorOptions()
         runtime = memo["runtime"] = Runtime(
-            options, Reconciler(KubeAccess(api_client()), analysis=AnalysisCache()),
+            options, Reconciler(
+                KubeAccess(api_client(options.tick_workers + 4)),
+                analysis=AnalysisCache(connections=options.tick_workers)),
             ThreadPoolExecutor(options.tick_workers, thread_name_prefix="lvm-tick"))
     return runtime
 

@@ -34,9 +34,10 @@ class AnalysisCache:
     together (the common case at scale) share one round of queries.
     """
 
-    def __init__(self, ttl_s: float = 0.3, timeout_s: float = 3.0) -> None:
+    def __init__(self, ttl_s: float = 0.3, timeout_s: float = 3.0, connections: int = 16) -> None:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
+        self.connections = connections  # per Prometheus: one for each tick thread
         self._readers: dict[str, PrometheusReader] = {}
         self._answers: dict[tuple[str, Check, float], tuple[float, Snapshot]] = {}
         self._lock = threading.Lock()
@@ -57,8 +58,8 @@ class AnalysisCache:
             with self._lock:
                 reader = self._readers.get(url)
                 if reader is None:
-                    reader = self._readers[url] = PrometheusReader(url,
-                                                                   timeout_s=self.timeout_s)
+                    reader = self._readers[url] = PrometheusReader(
+                        url, timeout_s=self.timeout_s, connections=self.connections)
         try:
             with METRICS.time_check(check.value):
                 if check is Check.GUARDRAIL:
