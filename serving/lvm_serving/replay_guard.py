@@ -49,7 +49,9 @@ class RayKVReplayGuard:
         from ray.experimental import internal_kv as kv
 
         self._kv = kv
-        started = str(time.time() if now is None else now)
+        # whole seconds, like a token's issue time: a token signed in the guard's first second
+        # is vouched for (its iat is that second, floored)
+        started = str(int(time.time() if now is None else now))
         kv._internal_kv_put(EPOCH_KEY, started, overwrite=False, namespace=NAMESPACE)
         stored = kv._internal_kv_get(EPOCH_KEY, namespace=NAMESPACE)
         self.epoch = float(stored.decode() if stored else started)
@@ -70,7 +72,7 @@ class RayKVReplayGuard:
                 return
             self._swept_at = now
             current = int(now) // BUCKET_S
-            start = self._swept_buckets.get(rollout, current - 24 * 7)
+            start = self._swept_buckets.get(rollout, current - 26)  # tokens live <= 24 h
             self._swept_buckets[rollout] = current
         for bucket in range(start, current):  # every hour of expiry that has fully passed
             self._kv._internal_kv_del(f"seen/{rollout}/{bucket}/", del_by_prefix=True,
