@@ -49,6 +49,10 @@ MINIMAL_DEFAULTED_SPEC = {
     "routing": {"mode": "weighted", "requestTimeout": "30s"},
     "steps": [{"weight": 100, "duration": "1m", "shadow": False}],
     "analysis": {
+        "judge": "threshold",
+        "sequential": {"rollbackMargin": 0.01, "rollbackAlpha": 0.01, "passMargin": 0.01,
+                       "passAlpha": 0.05, "laneMargin": 0.02, "rollbackTau": 0.02,
+                       "passTau": 0.01, "minEvents": 100},
         "guardrails": {"interval": "30s", "consecutiveBreaches": 2, "minSamples": 100,
                        "latencyVsChampion": True, "latencyMargin": 0.10},
         "quality": {"interval": "5m", "window": "1h", "minRequests": 1000,

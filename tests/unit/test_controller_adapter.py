@@ -53,6 +53,21 @@ def test_plan_numbers_from_the_example():
     assert p.paused is False
 
 
+def test_the_sequential_judge_from_the_spec():
+    from lvm_operator.decision import Judge
+    assert adapter.plan_for(spec()).quality.judge is Judge.THRESHOLD  # the default, for now
+    p = adapter.plan_for(spec(analysis__judge="sequential", analysis__sequential={
+        "rollbackMargin": 0.02, "rollbackAlpha": 0.02, "laneMargin": 0.05, "minEvents": 50}))
+    t, lane = p.quality.test, p.quality.lane_test
+    assert p.quality.judge is Judge.SEQUENTIAL
+    assert (t.rollback_margin, t.rollback_alpha, t.pass_margin, t.pass_alpha) == (
+        0.02, 0.02, 0.01, 0.05)
+    assert (t.rollback_tau, t.pass_tau, t.min_events) == (0.02, 0.01, 50)
+    # each of the 16 lanes: the lane margin both ways and 1/16 of each error budget
+    assert (lane.rollback_margin, lane.pass_margin) == (0.05, 0.05)
+    assert (lane.rollback_alpha, lane.pass_alpha) == (0.02 / 16, 0.05 / 16)
+
+
 @pytest.mark.parametrize(("interval", "min_samples"), [
     ("1s", 100),     # the default: a check judges at least 100 candidate requests
     ("30s", 100),

@@ -408,7 +408,11 @@ def test_a_finished_rollout_measures_nothing():
                           "expected"), [
     (None, None, False, (), False, 2.0),  # idle 10 s, bounded by the 2 s guardrail interval
     (0.5, None, False, (), False, 0.5),  # the next decision in 0.5 s
-    (0.0, None, False, (), False, 0.05),  # "now": never below 50 ms (no spinning)
+    # a step whose dwell ends now, or ended 30 s ago, was decided now: the next useful tick
+    # is its next check (2 s), not "now" again (that spun at 20 ticks/s: issue 22)
+    (0.0, None, False, (), False, 2.0),
+    (-30.0, None, False, (), False, 2.0),
+    (0.01, None, False, (), False, 0.05),  # 10 ms from now: never below 50 ms
     (1.5, None, True, (), False, 1.0),  # an evaluation runs: poll every 1 s
     (1.5, None, False, (T0 + 0.3,), False, 0.3),  # a drift/lane check due in 0.3 s
     (None, 0.7, False, (), False, 0.7),  # finished: the warm champion retires in 0.7 s

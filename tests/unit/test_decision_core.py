@@ -537,6 +537,23 @@ def test_checks_due_and_next_decision():
     assert next_decision_in_s(p, RolloutState(), 0.0) == 0.0
 
 
+@pytest.mark.parametrize("changes, expected, why", [
+    # now 1,505; guardrails every 10 s, the last at 1,500: the next check at 1,510 (5 s)
+    ({}, 5.0, "the step (1,000 s from 0) ended 505 s ago: the next check, not now"),
+    ({"no_data_since": 0.0, "no_data_raised": True}, 5.0,
+     "the no-data deadline (600 s) passed long ago and was raised: the next check"),
+    ({"no_data_since": 907.0}, 2.0, "the no-data deadline at 1,507: 2 s"),
+    ({"step_started_at": 508.0}, 3.0, "the step ends at 1,508: 3 s"),
+])
+def test_a_past_deadline_never_makes_the_next_decision_now(changes, expected, why):
+    """A deadline already past was decided at ``now``; waking at once again would spin (at
+    1,000 rollouts the spinning ones starved the others: issue 22)."""
+    p = plan()
+    s = replace(started(p), last_guardrail_at=1500.0, guardrail_since=1500.0,
+                last_quality_at=1450.0, **changes)
+    assert next_decision_in_s(p, s, 1505.0) == pytest.approx(expected), why
+
+
 # --- plan validation and state serialisation ----------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The decision core stays pure: it imports only the standard library and itself.
+"""The decision core stays pure: it imports only the standard library, numpy/scipy (numerics
+for the sequential judge: no I/O, no state) and itself.
 
 A cheap stand-in for an import-linter contract, so the rule holds even where lint-imports does
 not run: no Kopf, Kubernetes, Ray, HTTP or Prometheus clients, pydantic API types, or clock.
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import lvm_operator.decision as decision
 
-ALLOWED_STDLIB = {"__future__", "collections", "dataclasses", "enum", "math", "typing"}
+ALLOWED_STDLIB = {"__future__", "collections", "dataclasses", "enum", "math", "typing",
+                  "numpy", "scipy"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -125,6 +125,22 @@ def test_a_breach_shows_each_measurement_against_its_threshold():
     assert "12.4 ms" in p95 and "≤ 10 ms" in p95 and "breach" in p95
 
 
+def test_the_sequential_judge_shows_its_interval_evidence_and_events_to_decide():
+    from lvm_operator.decision import Judge, QualityPolicy
+    story = Story()
+    story.plan = plan(quality=QualityPolicy(interval_s=100.0, window_s=600.0,
+                                            judge=Judge.SEQUENTIAL))
+    obs = window({"feedback": 2_000, "hit5_proxy": 0.655}, {"feedback": 18_000,
+                                                            "hit5_proxy": 0.665})
+    story.tick(T0 + 200, Observations(guardrail=good(), quality=obs))
+    out = text(story.obj(), T0 + 201)
+    row = next(line for line in out.splitlines() if "hit5Delta" in line)
+    # Δ̂ = 65.5% − 66.5% = −1.0 point, judged against "Δ ≥ −1 pt"
+    assert "-1.0 pts" in row and "≥ -1.0 pts" in row and "inconclusive" in row, row
+    assert "e(rollback)" in row and "e(pass)" in row and "pts ·" in row, row
+    assert "Hit@5 Δ -1.0 pts vs champion, anytime 99% interval" in out
+
+
 def test_rolled_back_is_over_no_current_step_nothing_due():
     story = Story()
     story.breach(T0 + 10)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from ..decision.model import InconclusiveAction
+from ..decision.model import InconclusiveAction, Judge
 from .base import ApiModel, Bool, Float, Int, Rule
 from .durations import (
     DURATION_MAX_LENGTH,
@@ -520,9 +520,54 @@ class LaneHealth(ApiModel):
 _NOT_STRICTER = "rollback thresholds must not be stricter than success thresholds"
 
 
+Alpha = Annotated[Float, Field(gt=0, le=0.5, allow_inf_nan=False)]
+Margin = Annotated[Float, Field(ge=0, le=0.5, allow_inf_nan=False)]
+Tau = Annotated[Float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+class SequentialJudge(ApiModel):
+    """The sequential judge's margins and error rates (``judge: sequential``): Hit@5 of the
+    candidate against the champion's, from feedback counted since the step started, with
+    anytime-valid tests that may be read at every check without raising their error rates."""
+
+    rollback_margin: Margin = Field(
+        0.01, description="Roll back on evidence that the candidate's Hit@5 is more than this "
+                          "below the champion's (0.01 = 1 point).")
+    rollback_alpha: Alpha = Field(
+        0.01, description="Chance of rolling back a candidate that is within rollbackMargin "
+                          "of the champion, per rollout.")
+    pass_margin: Margin = Field(
+        0.01, description="Pass on evidence that the candidate is no more than this below "
+                          "the champion.")
+    pass_alpha: Alpha = Field(
+        0.05, description="Chance of passing a candidate that is more than passMargin worse.")
+    lane_margin: Margin = Field(
+        0.02, description="The same rollback test per lane against the champion's same "
+                          "lane, with this margin and rollbackAlpha split over 16 lanes. A "
+                          "lane can roll back, never hold a step.")
+    rollback_tau: Tau = Field(
+        0.02, description="The rollback test's mixture scale: the regression beyond the "
+                          "margin it detects fastest.")
+    pass_tau: Tau = Field(
+        0.01, description="The pass test's mixture scale.")
+    min_events: Int = Field(
+        100, ge=1, le=1_000_000_000,
+        description="Feedback events per version before anything is judged; fewer is noData.")
+
+
 class Analysis(ApiModel):
     """How the candidate is judged: two clocks, success criteria and rollback triggers."""
 
+    judge: Judge = Field(
+        Judge.THRESHOLD,
+        description=(
+            "How quality is judged. threshold: the candidate's Hit@5 proxy against "
+            "success/rollback hit5ProxyMin over quality.window. sequential: against the "
+            "champion's, from the step's counts, with anytime-valid error rates (see "
+            "sequential)."
+        ),
+    )
+    sequential: SequentialJudge = _nested(SequentialJudge, "The sequential judge's settings.")
     guardrails: Guardrails = _nested(Guardrails, "Fast checks: the circuit breaker.")
     quality: Quality = _nested(Quality, "Slow checks on accumulated evidence.")
     success: SuccessCriteria = _nested(SuccessCriteria, "Criteria to advance and promote.")

@@ -65,6 +65,21 @@ class Measurement(ApiModel):
     )
     samples: Int | None = Field(None, ge=0, description="Requests behind the value.")
     verdict: Verdict = Field(description="pass, inconclusive, breach, noData or error.")
+    ci_low: Float | None = Field(
+        None, allow_inf_nan=False,
+        description="judge sequential: the anytime-valid confidence interval's low end.")
+    ci_high: Float | None = Field(
+        None, allow_inf_nan=False, description="judge sequential: the interval's high end.")
+    evidence_rollback: Float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="judge sequential: the e-value for rollback (it rolls back at 1/alpha).")
+    evidence_pass: Float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="judge sequential: the e-value for pass (it passes at 1/alpha).")
+    events_to_decide: Int | None = Field(
+        None, ge=0,
+        description="judge sequential: about how many more candidate events a decision needs "
+                    "if the difference stays where it is; unset when none is in sight.")
 
 
 class LastAnalysis(ApiModel):

@@ -22,6 +22,7 @@ object are in ``crds/kopf-peering.yaml``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 import kopf
 
-from ..api import GROUP, PLURAL, VERSION, InvalidRolloutError, parse_rollout
+from ..api import GROUP, PLURAL, VERSION, InvalidRolloutError, parse_rollout, parse_status
 from ..metrics import METRICS, serve_metrics
 from .kube import KubeAccess, api_client, ensure_peering_object
 from .measurements import AnalysisCache
@@ -131,10 +132,23 @@ async def validate_and_wake(body: kopf.Body, namespace: str, name: str, memo: ko
     """
     runtime = _runtime(memo)
     try:
-        parse_rollout({k: v for k, v in body.items() if k != "status"})
+        rollout = parse_rollout({k: v for k, v in body.items() if k != "status"})
     except InvalidRolloutError:
         await runtime.tick(namespace, name)  # writes phase Failed and the InvalidSpec Event
+    else:
+        _seed_lag(f"{namespace}/{name}", rollout.spec.analysis.guardrails.interval_seconds,
+                  body.get("status"))
     runtime.waker(namespace, name).set()
+
+
+def _seed_lag(key: str, interval_s: float, status: Any) -> None:
+    """A rollout this process has not ticked yet reports its decision lag from the status it
+    was found with (an operator that starts behind 1,000 rollouts must not hide the ones it
+    has not reached: ``LVMRolloutChecksLate`` reads this)."""
+    if METRICS.quality.knows(key) or not status:
+        return
+    with contextlib.suppress(InvalidRolloutError):  # the tick reports an unreadable status
+        METRICS.set_quality(key, parse_status(status), interval_s)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

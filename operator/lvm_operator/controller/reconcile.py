@@ -22,13 +22,17 @@ is done is here:
    never crashes the loop.
 6. **Write status once** (a merge patch, skipped when unchanged), then remove a consumed
    command's annotations (after the write, so a crash between the two never runs a command
-   twice).
+   twice). A status whose only news is newer numbers (a holding rollout's check times and
+   measurements) waits up to :func:`~.heartbeat.heartbeat_s`: the newer one is kept here and
+   the next tick decides from it while the apiserver still has the one written last
+   (:mod:`.heartbeat`; a status someone else changed, or a restart, drops it).
 7. **Emit** the Events, each with a log line at the same severity.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -42,10 +46,11 @@ from ..evaluation.runner import EvaluationRunner, Finished, LocalEvaluationRunne
 from ..metrics import METRICS
 from . import adapter
 from .deletion import plan_deletion
+from .heartbeat import heartbeat_only, heartbeat_s
 from .kube import KubeAccess
 from .live import other_owner
 from .measurements import AnalysisCache
-from .status import WARNING, Event, tick_failed
+from .status import WARNING, Event, merge_patch, tick_failed
 from .tick import (
     ApplyReport,
     Seen,
@@ -82,6 +87,11 @@ class Reconciler:
         self._guard = threading.Lock()
         self._failing: set[tuple[str, str]] = set()  # rollouts whose last tick raised
         self._faults = os.environ.get(FAULT_INJECTION_ENV) == "1"
+        # numbers-only statuses not written yet: key -> (the status on the apiserver as read,
+        # the newer one); the status each tick read; when each rollout's status was written
+        self._unwritten: dict[tuple[str, str], tuple[dict, dict]] = {}
+        self._read: dict[tuple[str, str], dict] = {}
+        self._written_at: dict[tuple[str, str], float] = {}
 
     @property
     def evaluator(self) -> EvaluationRunner:
@@ -117,7 +127,11 @@ class Reconciler:
         with self.lock(namespace, name):
             obj = self.kube.get(namespace, name)
             if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                for memo in (self._unwritten, self._read, self._written_at):
+                    memo.pop((namespace, name), None)
                 return None  # gone, or going: the deletion handler reverts (see delete())
+            self._read[(namespace, name)] = obj.get("status") or {}
+            obj = self._with_unwritten(obj)
             if self._faults and ((obj.get("metadata") or {}).get("annotations") or {}).get(
                     FAULT_SKIP_TICKS) == "true":
                 log.warning("FAULT INJECTION: not ticking %s/%s", namespace, name)
@@ -278,14 +292,39 @@ class Reconciler:
             METRICS.record_error("serve")
         return settle(p, outcome, report)
 
+    def _with_unwritten(self, obj: dict) -> dict:
+        """The object with the newer status this process has not written yet, while the
+        apiserver still has the one it wrote last (else someone else wrote: theirs counts)."""
+        meta = obj["metadata"]
+        key = (meta.get("namespace"), meta.get("name"))
+        pending = self._unwritten.get(key)
+        if pending is None:
+            return obj
+        if (obj.get("status") or {}) != pending[0]:
+            del self._unwritten[key]
+            return obj
+        return {**obj, "status": pending[1]}
+
     def write_status(self, p: TickPlan, outcome: TickOutcome) -> None:
         update = outcome.update
         METRICS.set_phase(p.key, update.status.phase)
+        every = p.spec.analysis.guardrails.interval_seconds if p.spec is not None else None
         if update.patch is not None or not METRICS.quality.knows(p.key):
-            every = p.spec.analysis.guardrails.interval_seconds if p.spec is not None else None
             METRICS.set_quality(p.key, update.status, every)
         if update.patch is not None:
-            self.kube.patch_status(p.namespace, p.name, update.patch)
+            key = (p.namespace, p.name)
+            new = update.status.to_k8s()
+            pending = self._unwritten.get(key)
+            if (heartbeat_only(p.old.to_k8s(), new) and self._read.get(key) is not None
+                    and p.now - self._written_at.get(key, -math.inf) < heartbeat_s(every)):
+                self._unwritten[key] = (self._read[key], new)
+            else:
+                # against what the apiserver has (not the unwritten status this tick began from)
+                patch = update.patch if pending is None else merge_patch(pending[0], new)
+                if patch is not None:
+                    self.kube.patch_status(p.namespace, p.name, patch)
+                self._unwritten.pop(key, None)
+                self._written_at[key] = p.now
         if outcome.remove_annotations:
             self.kube.patch_metadata(p.namespace, p.name, {"annotations": {
                 a: None for a in outcome.remove_annotations}})

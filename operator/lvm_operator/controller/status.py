@@ -89,6 +89,8 @@ _METRICS: dict[str, tuple[str, float]] = {
     "p95_latency_seconds": ("p95LatencyMs", 1000.0),
     "empty_hit_rate": ("emptyHitRate", 1.0),
     "hit5_proxy": ("hit5Proxy", 1.0),
+    "hit5_delta": ("hit5Delta", 1.0),
+    "lane_hit5_delta": ("laneHit5Delta", 1.0),
 }
 
 
@@ -166,6 +168,13 @@ def measurement(r: MetricResult) -> Measurement:
         threshold=None if _finite(limit) is None else float(limit) * factor,
         samples=round(r.samples) if math.isfinite(r.samples) else None,
         verdict=r.verdict,
+        ci_low=None if r.interval is None else _finite(r.interval[0]),
+        ci_high=None if r.interval is None else _finite(r.interval[1]),
+        evidence_rollback=None if r.evidence is None else _finite(r.evidence[0]),
+        evidence_pass=None if r.evidence is None else _finite(r.evidence[1]),
+        events_to_decide=(None if r.events_to_decide is None
+                          or not math.isfinite(r.events_to_decide)
+                          else min(round(r.events_to_decide), 2**53)),
     )
 
 

@@ -26,6 +26,7 @@ from .model import (
     GateVerdict,
     GuardrailPolicy,
     InconclusiveAction,
+    Judge,
     LaneMetrics,
     MetricResult,
     NoDataAction,
@@ -40,6 +41,7 @@ from .model import (
     VersionMetrics,
     WindowObservation,
 )
+from .sequential import DifferenceTest
 
 __all__ = [
     "NO_DATA_CONDITION",
@@ -48,10 +50,12 @@ __all__ = [
     "CheckOutcome",
     "Condition",
     "Decision",
+    "DifferenceTest",
     "GateObservation",
     "GateVerdict",
     "GuardrailPolicy",
     "InconclusiveAction",
+    "Judge",
     "LaneMetrics",
     "MetricResult",
     "NoDataAction",

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from . import fmt, latency
+from .compare import sequential_quality
 from .model import (
     Check,
     CheckOutcome,
+    Judge,
     LaneMetrics,
     MetricResult,
     Plan,
@@ -412,8 +414,11 @@ def _judge_lane(
     return result("lane_hit5_drop", drop, cand.feedback, verdict, detail)
 
 
-def assess_quality(plan: Plan, obs: WindowObservation) -> CheckOutcome:
+def assess_quality(plan: Plan, obs: WindowObservation, *, candidate_weight: int = 0
+                   ) -> CheckOutcome:
     """Hit@5 proxy of the candidate, and each lane against the champion's same lane.
+
+    With ``quality.judge`` sequential: the anytime-valid tests of :mod:`.compare` instead.
 
     Judged only with at least ``quality.min_requests`` candidate feedback events in the window;
     otherwise noData. Lanes need ``quality.lane_min`` events on both versions to be compared.
@@ -426,6 +431,10 @@ def assess_quality(plan: Plan, obs: WindowObservation) -> CheckOutcome:
     if bad is not None:
         return bad
     cand = obs.versions.get(plan.candidate)
+    if plan.quality.judge is Judge.SEQUENTIAL:
+        results = sequential_quality(plan, cand or VersionMetrics(),
+                                     obs.versions.get(plan.champion), candidate_weight)
+        return _outcome(check, results, "no quality test")
     need = plan.quality.min_requests
     got = 0.0 if cand is None else cand.feedback
     if cand is None or got < need:

@@ -55,6 +55,7 @@ from .model import (
     Decision,
     GateVerdict,
     InconclusiveAction,
+    Judge,
     NoDataAction,
     Observations,
     Phase,
@@ -94,13 +95,18 @@ def quality_window_s(plan: Plan, state: RolloutState, now: float) -> float:
     """The quality check's range: ``quality.window_s``, but never reaching back before this
     attempt's first step (a retried candidate is not judged on the previous attempt's
     evidence) nor across the last failed quality check (a window spanning a Prometheus outage
-    read a Hit@5 proxy of 54% for a 70% candidate: counters resumed unevenly after the gap)."""
+    read a Hit@5 proxy of 54% for a 70% candidate: counters resumed unevenly after the gap).
+    The sequential judge reads the whole step so far instead of ``window_s``."""
     window = plan.quality.window_s
     starts = [t for t in (state.attempt_started_at, state.quality_since) if t is not None]
+    if plan.quality.judge is Judge.SEQUENTIAL:
+        # the step so far: one stratum (never pooled across a weight change), however long
+        window = math.inf
+        starts += [t for t in (state.step_started_at,) if t is not None]
     start = max(starts) if starts else None
     if start is not None and start <= now:
         window = min(window, max(1.0, float(math.floor(now - start))))
-    return window
+    return window if math.isfinite(window) else plan.quality.window_s
 
 
 def _spec_changed(plan: Plan, state: RolloutState) -> bool:
@@ -139,12 +145,17 @@ def next_decision_in_s(plan: Plan, state: RolloutState, now: float) -> float | N
         last(state.last_quality_at) + plan.quality.interval_s,
     ]
     if state.paused_at is None and not plan.paused:
+        deadlines = []
         if state.step_started_at is not None and state.current_step < len(plan.steps):
-            times.append(state.step_started_at + plan.steps[state.current_step].duration_s)
+            deadlines.append(state.step_started_at + plan.steps[state.current_step].duration_s)
         if state.no_data_since is not None and plan.max_hold_s is not None:
-            times.append(state.no_data_since + plan.max_hold_s)
+            deadlines.append(state.no_data_since + plan.max_hold_s)
         if state.inconclusive_since is not None and plan.max_inconclusive_s is not None:
-            times.append(state.inconclusive_since + plan.max_inconclusive_s)
+            deadlines.append(state.inconclusive_since + plan.max_inconclusive_s)
+        # A deadline already past was acted on by the decision at ``now`` (a step whose dwell
+        # is over waits for its next check, not for "now" again: waking at once would spin,
+        # and 1,000 spinning rollouts starve the rest of the tick workers: issue 22).
+        times += [t for t in deadlines if t > now]
     return max(0.0, min(times) - now)
 
 
@@ -272,7 +283,7 @@ def _run_check(
             last_guardrail_reason=out.summary, consecutive_breaches=streak,
             guardrail_since=since,
         )
-    out = assess_quality(plan, obs)
+    out = assess_quality(plan, obs, candidate_weight=state.candidate_weight)
     return out, replace(
         state, last_quality_at=now, last_quality_verdict=out.verdict,
         last_quality_reason=out.summary,

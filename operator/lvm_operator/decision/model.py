@@ -31,6 +31,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .sequential import DifferenceTest
+
+#: Lanes the seed serves; the sequential judge splits a lane's error budget this many ways.
+LANE_COUNT = 16
+
 
 class Verdict(StrEnum):
     """The outcome of one check (or of one metric inside it).
@@ -91,6 +96,13 @@ class InconclusiveAction(StrEnum):
 
     PAUSE = "pause"  # pause for a person (Argo Rollouts pauses on an inconclusive analysis)
     ROLLBACK = "rollback"  # not proven good in time: serve the champion
+
+
+class Judge(StrEnum):
+    """How quality is judged (``analysis.judge``)."""
+
+    SEQUENTIAL = "sequential"  # anytime-valid candidate-vs-champion tests (decision.sequential)
+    THRESHOLD = "threshold"  # absolute limits over a sliding window (the first version's rule)
 
 
 class Check(StrEnum):
@@ -172,6 +184,12 @@ class QualityPolicy:
     # A lane with candidate traffic that could not be compared makes the check noData (hold)
     # instead of being left out: otherwise a 55%-worse lane below its minimum advances.
     hold_unjudged_lanes: bool = False
+    # The sequential judge: counts since the step started, Δ vs the champion overall and per
+    # lane (each lane's test has α/LANE_COUNT and a wider margin); min_requests is not used.
+    judge: Judge = Judge.THRESHOLD
+    test: DifferenceTest = field(default_factory=DifferenceTest)
+    lane_test: DifferenceTest = field(default_factory=lambda: DifferenceTest(
+        rollback_margin=0.02, pass_margin=0.02).split(LANE_COUNT))
 
     def __post_init__(self) -> None:
         _require(self.interval_s > 0, "quality.interval_s", self.interval_s, "> 0")
@@ -457,6 +475,11 @@ class MetricResult:
     counts: bool = True  # False: reported only (champion values, lanes lacking samples)
     success_limit: float | None = None  # the numbers behind ``success`` / ``rollback``
     rollback_limit: float | None = None
+    # the sequential judge: the anytime-valid interval, the e-values against each boundary
+    # (rollback at 1/α_R, pass at 1/α_P) and about how many more events a decision needs
+    interval: tuple[float, float] | None = None
+    evidence: tuple[float, float] | None = None
+    events_to_decide: float | None = None
 
 
 @dataclass(frozen=True)

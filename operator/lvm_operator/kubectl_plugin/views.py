@@ -67,6 +67,8 @@ def fmt_metric(metric: str, value: float | None) -> str:
     if value is None:
         return "—"
     name = metric.lower()
+    if name.endswith("delta"):  # the sequential judge: candidate − champion, in points
+        return f"{value * 100:+.1f} pts"
     if name.endswith("ms"):
         return f"{value:.3g} ms"
     if name.endswith(("rate", "ratemax", "degradation")):
@@ -300,9 +302,11 @@ def _analysis(analysis: dict, now: datetime) -> Table:
     """Each measurement of the last analysis against its threshold, with its verdict."""
     bits = [analysis.get("check"), analysis.get("verdict"), relative(analysis.get("time"), now)]
     title = "Last analysis: " + " · ".join(b for b in bits if b)
+    measurements = analysis.get("measurements") or []
+    sequential = any("ciLow" in m or "evidencePass" in m for m in measurements)
     table = _section(title, ("VERSION", "LANE", "METRIC", "VALUE", "THRESHOLD", "SAMPLES",
-                             "VERDICT"))
-    for m in analysis.get("measurements") or []:
+                             "VERDICT", *(("EVIDENCE",) if sequential else ())))
+    for m in measurements:
         metric = m.get("metric", "")
         threshold = m.get("threshold")
         table.add_row(
@@ -311,10 +315,24 @@ def _analysis(analysis: dict, now: datetime) -> Table:
             "—" if threshold is None else f"{comparator(metric)} "
             f"{fmt_metric(metric, threshold)}",
             "—" if m.get("samples") is None else str(m["samples"]),
-            styled(m.get("verdict"), VERDICT_STYLE))
-    if not analysis.get("measurements"):
+            styled(m.get("verdict"), VERDICT_STYLE), *((_evidence(m),) if sequential else ()))
+    if not measurements:
         table.add_row("—", "", "", "", "", "", styled(analysis.get("verdict"), VERDICT_STYLE))
     return table
+
+
+def _evidence(m: dict) -> str:
+    """The sequential judge's interval, e-values and the events a decision still needs."""
+    parts = []
+    if m.get("ciLow") is not None and m.get("ciHigh") is not None:
+        parts.append(f"[{m['ciLow'] * 100:+.1f}, {m['ciHigh'] * 100:+.1f}] pts")
+    if m.get("evidenceRollback") is not None:
+        parts.append(f"e(rollback) {m['evidenceRollback']:.3g}")
+    if m.get("evidencePass") is not None:
+        parts.append(f"e(pass) {m['evidencePass']:.3g}")
+    if m.get("eventsToDecide"):
+        parts.append(f"~{m['eventsToDecide']} more events")
+    return " · ".join(parts) or "—"
 
 
 def _evaluation_sections(status: dict, now: datetime) -> list[Any]:
