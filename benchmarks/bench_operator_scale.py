@@ -127,7 +127,9 @@ def main() -> int:
         while len(lags(metrics_port)) < args.rollouts and time.monotonic() < deadline:
             time.sleep(5)
         started_s = time.monotonic() - t_start
-        time.sleep(max(15.0, args.interval))
+        # each rollout's first steps (readiness, traffic moved, dwell over) happen in its
+        # first intervals: measure after them
+        time.sleep(max(30.0, 3 * args.interval))
         proc = psutil.Process(operator.popen.pid)
         cpu0, t0, m0 = sum(proc.cpu_times()[:2]), time.monotonic(), scrape(metrics_port)
         q0 = prometheus_queries(stack.prometheus.url)
