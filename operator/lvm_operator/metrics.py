@@ -10,6 +10,8 @@ name                                                   type     labels
 =====================================================  =======  ==============================
 ``lvm_operator_rollouts``                              gauge    ``phase`` (every phase, 0 too)
 ``lvm_operator_decisions_total``                       counter  ``action`` (hold, advance, ...)
+``lvm_operator_checks_total``                          counter  ``check``: checks judged (the
+                                                                rate a rollout count needs)
 ``lvm_operator_check_duration_seconds``                histo    ``check`` (guardrail, quality)
 ``lvm_operator_errors_total``                          counter  ``kind`` (prometheus, serve, ...)
 ``lvm_operator_reconcile_delay_seconds``               histo    — how late a due reconcile ran
@@ -110,6 +112,8 @@ class OperatorMetrics:
                               registry=self.registry)
         self.decisions = Counter(f"{PREFIX}_decisions", "Decisions taken, by action.",
                                  ["action"], registry=self.registry)
+        self.checks = Counter(f"{PREFIX}_checks", "Checks judged, by check.", ["check"],
+                              registry=self.registry)
         self.check_duration = Histogram(
             f"{PREFIX}_check_duration_seconds", "Time to run one analysis check, by check.",
             ["check"], buckets=CHECK_BUCKETS_S, registry=self.registry)
@@ -156,6 +160,9 @@ class OperatorMetrics:
 
     def record_decision(self, action: str) -> None:
         self.decisions.labels(action=str(action)).inc()
+
+    def record_check(self, check: str) -> None:
+        self.checks.labels(check=str(check)).inc()
 
     def record_error(self, kind: str) -> None:
         self.errors.labels(kind=str(kind)).inc()

@@ -74,9 +74,12 @@ def test_words_are_news_numbers_are_not():
     assert not heartbeat_only(base, {**later, "message": "paused at step 1/4 for a person"})
     assert not heartbeat_only(base, {**later, "decisionState": {
         **later["decisionState"], "currentStep": 1}})
-    failed = {**later["lastAnalysis"], "measurements": [
-        {**later["lastAnalysis"]["measurements"][0], "verdict": "breach"}]}
-    assert not heartbeat_only(base, {**later, "lastAnalysis": failed})
+    # lastAnalysis is the latest check's view (guardrails, then quality, ...): a check's
+    # verdict is news through decisionState, which keeps each check's own
+    other = {**later["lastAnalysis"], "check": "quality", "reason": "quality: noData"}
+    assert heartbeat_only(base, {**later, "lastAnalysis": other})
+    assert not heartbeat_only(base, {**later, "decisionState": {
+        **later["decisionState"], "lastGuardrailVerdict": "breach"}})
     # a version name keeps its digits: phase2-500ctx -> phase2-600ctx is news
     assert shape({"serving": {"candidate": "phase2-500ctx"}}) != shape(
         {"serving": {"candidate": "phase2-600ctx"}})

@@ -598,13 +598,20 @@ def test_an_application_served_by_another_rollout_is_left_alone():
     assert adopted.apply is not None and adopted.apply.router.rollout == "ml/lvm-local"
 
 
-def test_a_candidate_that_comes_back_mid_step_keeps_the_steps_clock():
+@pytest.mark.parametrize("start", [
+    T0,
+    # a time whose RFC3339 round trip (appliedAt) lands below the float (stepStartedAt):
+    # datetime.fromtimestamp(1700000000.0010002).timestamp() is 1700000000.001 (38% of times)
+    T0 + 0.0010002,
+])
+def test_a_candidate_that_comes_back_mid_step_keeps_the_steps_clock(start):
     """Traffic already moved in this step; then Ray restarts (nothing deployed): the config is
     re-applied with the candidate held at 0% until it runs again, and the step's dwell clock
     is not reset (only a step whose weight never moved waits for its candidate)."""
     from lvm_operator.backends import AppStatus, ObservedApp
 
     r = Rollout()
+    r.t = start
     r.tick()
     started = r.status["decisionState"]["stepStartedAt"]
     assert r.applied[-1].router.candidate_weight == 25

@@ -1,14 +1,15 @@
 """Which status writes can wait: a tick whose only news is newer numbers.
 
 A rollout that holds (waiting for data, dwelling in a long step) re-checks every guardrail
-interval, and each check changes its status only in numbers: when it ran, the window it read,
-the values it measured, the countdown in the message. Writing each of those is one PATCH, one
-watch event to every watcher and one more object version in etcd, per rollout per interval: at
-1,000 rollouts it is most of the apiserver's work (issue 22's profile). So such a status is
-written at most every :func:`heartbeat_s` (the operator keeps the newer one in memory and decides
-from it, see :class:`~.reconcile.Reconciler`), while anything else (a verdict, a phase, a
-step, a breach count, a condition, a reason's words) is written at once. The live
-``lvm_rollout_decision_lag_seconds`` comes from memory, so the starvation alert never waits.
+interval, and each check changes its status only in numbers (when it ran, the window it read,
+the countdown in the message) and in ``lastAnalysis``, the view of the latest check. Writing
+each of those is one PATCH, one watch event to every watcher and one more object version in
+etcd, per rollout per interval: at 1,000 rollouts it is most of the apiserver's work (issue
+22's profile). So such a status is written at most every :func:`heartbeat_s` (the operator
+keeps the newer one in memory and decides from it, see :class:`~.reconcile.Reconciler`), while
+anything else (a phase, a step, a breach count, a check's verdict, a condition, a reason's
+words) is written at once. The live ``lvm_rollout_decision_lag_seconds`` comes from memory, so
+the starvation alert never waits.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 #: stepStartedAt or noDataSince, are not here: they change only with a decision).
 _CHECK_CLOCKS = ("lastGuardrailAt", "lastQualityAt", "guardrailSince", "qualitySince")
 _REASONS = ("lastGuardrailReason", "lastQualityReason")
-#: A measurement's numbers; its version, lane, metric and verdict are kept.
-_MEASURED = ("value", "samples", "ciLow", "ciHigh", "evidenceRollback", "evidencePass",
-             "eventsToDecide")
 
 
 def _text(s: Any) -> Any:
@@ -43,12 +41,10 @@ def shape(status: Mapping[str, Any]) -> dict[str, Any]:
     for key in _REASONS:
         ds[key] = _text(ds.get(key))
     out["decisionState"] = ds
-    la = dict(out.get("lastAnalysis") or {})
-    la.pop("time", None)
-    la["reason"] = _text(la.get("reason"))
-    la["measurements"] = [{k: v for k, v in m.items() if k not in _MEASURED}
-                          for m in la.get("measurements") or []]
-    out["lastAnalysis"] = la
+    # lastAnalysis is a view of the latest check, which alternates between guardrails and
+    # quality when they fall due on different ticks; the decisions are in decisionState (each
+    # check's verdict), the conditions and the phase, which are kept
+    out.pop("lastAnalysis", None)
     out["conditions"] = [{**c, "message": _text(c.get("message"))}
                          for c in out.get("conditions") or []]
     return out

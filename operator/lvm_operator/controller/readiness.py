@@ -77,8 +77,10 @@ def readiness(spec: LVMRolloutSpec, old: LVMRolloutStatus, state: RolloutState,
             serving = serving.model_copy(update={"candidate_waiting_since": None})
         return Readiness(state, serving)
     applied = adapter.from_rfc3339(serving.applied_at)
+    # appliedAt is an RFC3339 time (microseconds) and stepStartedAt a float set from the same
+    # ``now``: the round trip can land below it (38% of the time), so allow a millisecond
     moved = (applied is not None and state.step_started_at is not None
-             and applied >= state.step_started_at)
+             and applied >= state.step_started_at - 1e-3)
     if state.paused_at is None and not moved:
         # The step's dwell and its first guardrail window start when traffic moves. A step
         # whose traffic already moved keeps its clock (the candidate came back after a Ray

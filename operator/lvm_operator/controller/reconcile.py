@@ -224,6 +224,8 @@ class Reconciler:
         if p.decides and p.plan is not None and p.prometheus_url is not None:
             observations = self.analysis.observations(p.prometheus_url, p.plan, p.state,
                                                       p.checks, p.key, p.now)
+            for check in p.checks:
+                METRICS.record_check(check.value)
         lane = None
         if p.lane_check is not None:
             lane = self.analysis.snapshot(p.lane_check.url, Check.QUALITY,
