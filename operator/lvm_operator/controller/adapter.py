@@ -106,6 +106,10 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
     assert spec.candidate is not None, "a champion-only spec has no plan (see .steady)"
     a = spec.analysis
     q = a.sequential
+    judge_test = DifferenceTest(
+        rollback_margin=q.rollback_margin, rollback_alpha=q.rollback_alpha,
+        pass_margin=q.pass_margin, pass_alpha=q.pass_alpha, rollback_tau=q.rollback_tau,
+        pass_tau=q.pass_tau, min_events=q.min_events)
     g_interval = a.guardrails.interval_seconds
     return Plan(
         champion=spec.champion.version,
@@ -127,14 +131,9 @@ def plan_for(spec: LVMRolloutSpec, *, paused: bool = False) -> Plan:
             lane_min_requests=lane_min_requests(a.quality.min_requests),
             hold_unjudged_lanes=a.quality.unjudged_lanes is UnjudgedLanes.HOLD,
             judge=a.judge,
-            test=DifferenceTest(
-                rollback_margin=q.rollback_margin, rollback_alpha=q.rollback_alpha,
-                pass_margin=q.pass_margin, pass_alpha=q.pass_alpha, rollback_tau=q.rollback_tau,
-                pass_tau=q.pass_tau, min_events=q.min_events),
-            lane_test=DifferenceTest(
-                rollback_margin=q.lane_margin, rollback_alpha=q.rollback_alpha,
-                pass_margin=q.lane_margin, pass_alpha=q.pass_alpha, rollback_tau=q.rollback_tau,
-                pass_tau=q.pass_tau, min_events=q.min_events).split(mc.NUM_LANES),
+            test=judge_test,
+            lane_test=replace(judge_test, rollback_margin=q.lane_margin,
+                              pass_margin=q.lane_margin).split(mc.NUM_LANES),
         ),
         success=Thresholds(
             hit5_proxy_min=a.success.hit5_proxy_min,

@@ -26,6 +26,7 @@ from .model import (
     Verdict,
     VersionMetrics,
     WindowObservation,
+    lane_order,
 )
 
 # Values this close to a threshold count as exactly at it (PromQL float noise must not flip a
@@ -339,10 +340,6 @@ def assess_guardrails(plan: Plan, obs: WindowObservation,
     return _outcome(check, results, "no guardrail thresholds configured")
 
 
-def _lane_key(lane: str) -> tuple[int, str]:
-    return (int(lane), lane) if lane.isdigit() else (1 << 30, lane)
-
-
 def _judge_lane(
     plan: Plan, lane: str, cand: LaneMetrics, champ: LaneMetrics | None
 ) -> MetricResult | None:
@@ -455,7 +452,7 @@ def assess_quality(plan: Plan, obs: WindowObservation, *, candidate_weight: int 
         if r is not None:
             results.append(r)
     champ_lanes = {} if champ is None else champ.lanes
-    for lane in sorted(cand.lanes, key=_lane_key):
+    for lane in sorted(cand.lanes, key=lane_order):
         lr = _judge_lane(plan, lane, cand.lanes[lane], champ_lanes.get(lane))
         if lr is not None:
             results.append(lr)

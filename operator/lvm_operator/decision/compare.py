@@ -13,7 +13,15 @@ from __future__ import annotations
 import math
 
 from . import fmt
-from .model import Check, LaneMetrics, MetricResult, Plan, Verdict, VersionMetrics
+from .model import (
+    Check,
+    LaneMetrics,
+    MetricResult,
+    Plan,
+    Verdict,
+    VersionMetrics,
+    lane_order,
+)
 from .sequential import (
     Arm,
     DifferenceEvidence,
@@ -120,6 +128,6 @@ def sequential_quality(plan: Plan, cand: VersionMetrics, champ: VersionMetrics |
     e = _judge(_arm(cand.feedback, cand.hit5_proxy), _arm(base.feedback, base.hit5_proxy),
                q.test)
     results = [_result(plan, None, e, q.test, "candidate", cand.feedback, counts=True)]
-    lanes = sorted(cand.lanes, key=lambda x: (int(x), x) if x.isdigit() else (1 << 30, x))
-    results += [_lane(plan, lane, cand.lanes[lane], base.lanes.get(lane)) for lane in lanes]
+    results += [_lane(plan, lane, cand.lanes[lane], base.lanes.get(lane))
+                for lane in sorted(cand.lanes, key=lane_order)]
     return results

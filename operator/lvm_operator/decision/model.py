@@ -98,6 +98,11 @@ class InconclusiveAction(StrEnum):
     ROLLBACK = "rollback"  # not proven good in time: serve the champion
 
 
+def lane_order(lane: str) -> tuple[int, str]:
+    """Lanes in numeric order ("2" before "10"), any non-numeric lane last."""
+    return (int(lane), lane) if lane.isdigit() else (1 << 30, lane)
+
+
 class Judge(StrEnum):
     """How quality is judged (``analysis.judge``)."""
 
