@@ -19,6 +19,7 @@ Time is compressed (steps of seconds, guardrails every second), never mocked.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -367,7 +368,7 @@ def test_a_holding_rollout_writes_numbers_only_every_five_intervals(env):
     """Issue 22: a rollout that holds on noData is checked every 1 s interval, but a status
     that changes only in numbers is written at most every 5 intervals (5 s): over 12 s the
     object's resourceVersion moves 2-4 times, not 12, while the operator keeps checking on
-    schedule (its live decision lag stays under 3 s) and what it shows is at most 5 s old."""
+    schedule (its live decision lag stays near 1 s) and what it shows is at most 5 s old."""
     ns, rollout = start_rollout(env, [(10, "600s"), (100, "2s")], traffic=False,
                                 max_hold="10m")
     env.wait_status(ns, lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "noData",
@@ -384,7 +385,9 @@ def test_a_holding_rollout_writes_numbers_only_every_five_intervals(env):
                      if line.startswith(f'lvm_rollout_decision_lag_seconds{{rollout="{rollout}"')]
         time.sleep(0.25)
     assert 2 <= len(versions) <= 4, versions  # 12 checks; a write at most every 5 s
-    assert lags and max(lags) < 3.0, lags  # checked every second all along
+    # Checked every second all along: an operator that skipped checks while it skipped writes
+    # would show a lag climbing towards 12 s. (CI's loaded cores once showed one 3.6 s lag.)
+    assert lags and statistics.median(lags) < 1.5 and max(lags) < 6.0, lags
     assert max(checked) < 5.0 + 1.5, max(checked)  # the status is never more than ~5 s behind
     assert env.get(ns)["status"]["currentStep"] == 0  # still holding, nothing else happened
 

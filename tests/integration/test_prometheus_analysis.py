@@ -50,11 +50,14 @@ from lvm_operator.devstack.procs import free_port
 from lvm_operator.devstack.prometheus import PrometheusServer
 from lvm_serving.contracts import metrics as mc
 
-WINDOW_S = 120.0  # longer than the test: every series' first (zero) sample is inside it
+# Longer than the fixture can take, even on a loaded machine where a scrape of these in-process
+# exporters may time out for a while (120 s once lost the zero samples in CI): every series'
+# first (zero) sample must be inside it, and a longer window adds nothing before that sample.
+WINDOW_S = 3600.0
 
 PLAN = dict(
     champion="v1", candidate="v2", steps=(Step(10, 60.0, shadow=True), Step(100, 60.0)),
-    # window_s is the shortest window a check reads; the test hands in its own 120 s windows
+    # window_s is the shortest window a check reads; the test hands in its own WINDOW_S windows
     guardrails=GuardrailPolicy(interval_s=1.0, consecutive_breaches=1, window_s=1.0,
                                min_requests=10),
     quality=QualityPolicy(interval_s=1.0, window_s=WINDOW_S, min_requests=100,
@@ -257,6 +260,8 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
         prom.start()
         # Both exporters scraped at zero...
         wait_for_series(prom, 'ray_lvm_requests_total{rollout="ml/good"} == 0', timeout_s=30)
+        (first,) = prom.query('min(timestamp(ray_lvm_requests_total{rollout="ml/good"}))')
+        at_zero = float(first["value"][1])
         wait_for_series(prom, 'ray_lvm_requests{rollout="ml/bad"} == 0', timeout_s=30)
         wait_for_series(prom, 'ray_lvm_requests_total{namespace="evil"} == 0', timeout_s=30)
         # ...then the known values, and the timestamp of a scrape that has all of them.
@@ -270,6 +275,7 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
         # judge's windows (ending there) hold the foreign series too
         at_total = eventually(lambda: (t := _last_scrape(prom, good, 600)) > at_evil and t,
                               timeout_s=30, what="a scrape after the foreign pod's")
+        assert at_total - at_zero < WINDOW_S, "the zero samples left the judge's window"
         reader = PrometheusReader(prom.url, timeout_s=5.0)
         yield Loaded(prom, reader, at_total, at_raw)
     finally:

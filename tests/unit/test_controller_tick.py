@@ -623,6 +623,35 @@ def test_a_candidate_that_comes_back_mid_step_keeps_the_steps_clock(start):
     assert r.status["decisionState"]["stepStartedAt"] == started
 
 
+def test_a_late_tick_cannot_pass_a_step_whose_weight_was_never_applied():
+    """The step starts while its candidate is deployed with no traffic (held back: Serve has
+    nothing running yet). The next tick comes 6 s later (a busy operator), when the candidate
+    runs: that tick applies the step's 10%, and it must not also judge the step on a 2 s dwell
+    spent with no traffic and go straight to 20%. Before the fix the clock ran from the
+    held-back tick: applied weights 0, 20 (the 10% step never served). Now 0, 10, then 20
+    once 10% has dwelt 2 s and been checked (quality every 1 s here)."""
+    from lvm_operator.backends import AppStatus, ObservedApp
+
+    r = Rollout(steps=[{"weight": 10, "duration": "2s"}, {"weight": 20, "duration": "2s"},
+                       {"weight": 100, "duration": "2s"}],
+                analysis={**RAW["spec"]["analysis"],
+                          "quality": {**RAW["spec"]["analysis"]["quality"], "interval": "1s"}})
+    r.observed = ObservedApp("lvm", AppStatus.NOT_DEPLOYED, "nothing deployed yet")
+    r.tick()
+    assert [a.router.candidate_weight for a in r.applied] == [0]  # held back
+    r.observed = None  # the candidate runs (the backend cannot tell: nothing is held back)
+    r.t += 6.0
+    r.tick()
+    assert [a.router.candidate_weight for a in r.applied] == [0, 10]
+    assert r.status["decisionState"]["stepStartedAt"] == r.t  # the dwell starts now
+    assert r.status["currentStep"] == 0
+    while r.status["currentStep"] == 0:
+        r.t += 1.0
+        r.tick()
+    assert [a.router.candidate_weight for a in r.applied] == [0, 10, 20]
+    assert r.t - T0 >= 6.0 + 2.0  # 10% served for its whole 2 s dwell
+
+
 @pytest.mark.parametrize(("serve_message", "ours"), [
     ("ValueError: checkpoint sha256 mismatch: expected ab, got cd",
      "its checkpoint's sha256 does not match the spec"),

@@ -67,7 +67,7 @@ from .evaluations import (
     plan_evaluations,
 )
 from .live import recorded, render
-from .readiness import readiness
+from .readiness import clock_when_traffic_moves, readiness
 from .status import APPLIED, WARNING, Event, StatusUpdate, TickResult, compute
 from .steady import SteadyStart, champion_not_serving, git_spec, steady_start
 from .transitions import (
@@ -318,6 +318,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     assert plan is not None
     decision: Decision | None = None
     if p.decides:
+        state = clock_when_traffic_moves(state, serving, seen.serving, now)
         decision = decide(plan, state, replace(seen.observations, gate=evaluation.gate), now)
         state = decision.state
         history += decision_history(decision, spec, old.history, now)
