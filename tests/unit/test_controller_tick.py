@@ -652,6 +652,36 @@ def test_a_late_tick_cannot_pass_a_step_whose_weight_was_never_applied():
     assert r.t - T0 >= 6.0 + 2.0  # 10% served for its whole 2 s dwell
 
 
+def test_steps_do_not_pass_while_their_config_cannot_be_applied():
+    """The Ray dashboard is down for the first 5 s of a rollout of 2 s steps: every apply
+    fails. Before the fix the steps' clocks ran anyway: 10% and 20% "passed" without being
+    applied and the first config that landed gave the candidate 100%, promoted a second later
+    (applied weights [100, 0]). Now the step's dwell waits for its traffic to be in effect
+    (``serving.appliedTraffic``): [10, 20, 100, 0], each step served for its whole dwell, and
+    the guardrails kept judging the live traffic meanwhile (a failing candidate is rolled back
+    whatever else fails)."""
+    r = Rollout(steps=[{"weight": 10, "duration": "2s"}, {"weight": 20, "duration": "2s"},
+                       {"weight": 100, "duration": "2s"}],
+                analysis={**RAW["spec"]["analysis"],
+                          "quality": {**RAW["spec"]["analysis"]["quality"], "interval": "1s"}})
+    r.apply_error = "BackendUnavailable: the Ray dashboard does not answer"
+    applied_at: dict[int, float] = {}
+    while r.obj.get("status", {}).get("phase") != "Promoted" and r.t - T0 < 30:
+        if r.t - T0 >= 5:
+            r.apply_error = None
+        r.tick()
+        if r.applied:
+            applied_at.setdefault(r.applied[-1].router.candidate_weight, r.t)
+        assert r.status["currentStep"] == 0 or r.applied, "a step passed that never served"
+        if r.t - T0 == 4:  # the guardrails judged what was live all along
+            assert r.status["decisionState"]["lastGuardrailAt"] > T0
+        r.t += 1.0
+    assert [a.router.candidate_weight for a in r.applied] == [10, 20, 100, 0]
+    assert applied_at[10] == T0 + 5  # the first apply that landed
+    assert applied_at[20] - applied_at[10] >= 2 and applied_at[100] - applied_at[20] >= 2
+    assert r.status["serving"]["appliedTraffic"] == {"weight": 0, "shadow": False}  # promoted
+
+
 @pytest.mark.parametrize(("serve_message", "ours"), [
     ("ValueError: checkpoint sha256 mismatch: expected ab, got cd",
      "its checkpoint's sha256 does not match the spec"),

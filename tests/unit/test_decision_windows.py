@@ -67,8 +67,17 @@ def test_one_blip_is_one_breach():
 
 def test_a_step_change_starts_a_new_window():
     s = guard(started(), 10.0, {"requests": 3.0})  # accumulating since 0
-    s = replace(s, current_step=1, step_started_at=15.0)  # the next step began at 15
+    # the next step began at 15 (entering a step sets both clocks, as _enter_step does)
+    s = replace(s, current_step=1, step_started_at=15.0, guardrail_since=15.0)
     assert guardrail_window_s(plan(), s, 25.0) == 10.0  # since 15, never pooled with step 1
+
+
+def test_a_dwell_that_waits_for_its_traffic_does_not_stop_the_guardrails():
+    # The step's config could not be applied yet: its dwell restarts (at 22) while the
+    # guardrails keep judging what is live from the step's entry (15): 25 - 15 = 10 s.
+    s = guard(started(), 10.0, {"requests": 3.0})
+    s = replace(s, current_step=1, step_started_at=22.0, guardrail_since=15.0)
+    assert guardrail_window_s(plan(), s, 25.0) == 10.0
 
 
 def test_shortest_window_holds_the_check_back():

@@ -47,6 +47,7 @@ from .spec import (
     SuccessCriteria,
 )
 from .status import (
+    AppliedTraffic,
     Baseline,
     CommandResult,
     Condition,
@@ -87,6 +88,7 @@ __all__ = [
     "SHORT_NAMES",
     "VERSION",
     "Analysis",
+    "AppliedTraffic",
     "Baseline",
     "CommandResult",
     "ConceptBank",

@@ -184,6 +184,16 @@ class LastCommand(ApiModel):
                           "the command (kubectl-lvm for the plugin).")
 
 
+class AppliedTraffic(ApiModel):
+    """What the Serve config last in effect gave the candidate. A step's dwell and its checks
+    count only while this is the step's own traffic (not while its config is held back for a
+    candidate that is not running, nor while applying it fails)."""
+
+    candidate: VersionName | None = Field(None, description="The candidate the router had.")
+    weight: Int = Field(0, ge=0, le=100, description="Its share of client traffic, percent.")
+    shadow: Bool = Field(False, description="Whether it also answered shadow copies.")
+
+
 class Serving(ApiModel):
     """What the operator serves now, beyond the spec's champion/candidate pair.
 
@@ -216,6 +226,9 @@ class Serving(ApiModel):
         None, description="Hash of the Serve config last applied."
     )
     applied_at: datetime | None = Field(None, description="When that config was applied.")
+    applied_traffic: AppliedTraffic | None = Field(
+        None, description="The candidate's traffic in that config (the step's clock runs only "
+        "while it is the step's).")
 
 
 class DecisionState(ApiModel):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lvm_serving.contracts.serve_config import AppSpec
 
-from ..api import LVMRolloutStatus, Serving
+from ..api import AppliedTraffic, LVMRolloutStatus, Serving
 from ..backends.protocol import AppStatus, ObservedApp
 from . import adapter
 from .status import APPLIED, WARNING, Event
@@ -54,7 +54,7 @@ def render(app: AppSpec, serving: Serving, observed: ObservedApp | None,
             # unrecorded, so the next tick looks again and moves the weight once it runs.
             return Rendered(serving, digest, held_back, held_back, events=tuple(events))
         # assumed applied; settle() says otherwise
-        return Rendered(recorded(serving, digest, now), digest, app, events=tuple(events))
+        return Rendered(recorded(serving, digest, now, app), digest, app, events=tuple(events))
     ready = next((c for c in old.conditions or [] if c.type == APPLIED), None)
     failed = ready.message if ready is not None and ready.reason == "ServeApplyFailed" else None
     return Rendered(serving, digest, apply_error=failed, events=tuple(events))
@@ -94,6 +94,9 @@ def running_versions(observed: ObservedApp) -> set[str]:
             and (ov.running_replicas is None or ov.running_replicas > 0)}
 
 
-def recorded(serving: Serving, digest: str, now: float) -> Serving:
-    return serving.model_copy(update={"config_hash": digest,
+def recorded(serving: Serving, digest: str, now: float, app: AppSpec) -> Serving:
+    """``serving`` once ``app`` (hash ``digest``) is in effect."""
+    r = app.router
+    traffic = AppliedTraffic(candidate=r.candidate, weight=r.candidate_weight, shadow=r.shadow)
+    return serving.model_copy(update={"config_hash": digest, "applied_traffic": traffic,
                                       "applied_at": adapter.to_rfc3339(now)})

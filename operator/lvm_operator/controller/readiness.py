@@ -15,7 +15,6 @@ from ..api.durations import duration_seconds
 from ..backends.protocol import ObservedApp
 from ..decision import Phase, RolloutState, fmt
 from . import adapter
-from .live import running_versions
 from .status import CANDIDATE_READY, WARNING, Event
 from .transitions import entry
 
@@ -58,30 +57,38 @@ def candidate_failure(observed: ObservedApp | None, version: str) -> str | None:
             "(Serve's own message: `serve status` or the Ray dashboard)")
 
 
-def _moved(waiting_since: float, state: RolloutState) -> bool:
-    """Whether the step's weight reached the candidate before a wait that began at
-    ``waiting_since``: the wait began after the step started (a step that starts while the
-    candidate is held back begins waiting in the same tick). ``waiting_since`` went through
-    RFC3339 (microseconds) and ``stepStartedAt`` is a float set from the same ``now``: the
-    round trip can land just below it (38% of the time), so a millisecond counts as the same."""
-    return state.step_started_at is not None and waiting_since > state.step_started_at + 1e-3
+def step_traffic_in_effect(state: RolloutState, serving: Serving) -> bool:
+    """Whether the Serve config last in effect gives the candidate this step's traffic.
+
+    Not while the step's config is held back for a candidate that is not running (that config
+    is not recorded), nor while applying it fails (the record stays the previous step's). A
+    candidate that came back after a Ray restart keeps its record: its step goes on. A status
+    from before ``appliedTraffic`` existed counts as in effect when it has a config hash."""
+    applied = serving.applied_traffic
+    if applied is None:
+        return serving.config_hash is not None
+    return (applied.weight == state.candidate_weight and applied.shadow == state.shadow
+            and (applied.candidate == serving.candidate
+                 or (state.candidate_weight == 0 and not state.shadow)))
 
 
-def clock_when_traffic_moves(state: RolloutState, serving: Serving,
-                             observed: ObservedApp | None, now: float) -> RolloutState:
-    """``state`` for this tick's decision: a step whose weight never reached its candidate
-    (it waited from the step's start) starts its dwell and first guardrail window ``now``, the
-    tick in which the candidate is seen running and its weight is applied. Otherwise a tick
-    that comes late (a busy operator) could judge the step on a dwell it spent with no traffic
-    and advance it before its weight was ever applied."""
-    waited = adapter.from_rfc3339(serving.candidate_waiting_since)
-    if (waited is None or state.current_step is None or state.phase.finished
-            or state.paused_at is not None or _moved(waited, state)):
+def clock_waits_for_traffic(state: RolloutState, serving: Serving, now: float) -> RolloutState:
+    """``state`` for this tick's decision: a step's dwell and first guardrail window start
+    when its traffic is in effect, so until then they restart every tick. Otherwise a rollout
+    whose Serve applies fail for longer than a step (the dashboard down), or whose candidate
+    takes longer to start, would pass steps that never served and jump to a weight no step
+    checked (10% -> 100%), or a late tick would judge a step on a dwell spent with no traffic.
+
+    The guardrails' window restarts too while the candidate is held back (it has no traffic to
+    judge, and its no-data clock must not run: ``progressDeadline`` covers it), but not while
+    an apply fails: the previous config is live, and its traffic is judged (a rollback is what
+    a failing candidate needs whatever else fails)."""
+    if (state.current_step is None or state.phase.finished or state.paused_at is not None
+            or step_traffic_in_effect(state, serving)):
         return state
-    candidate = serving.candidate
-    if observed is not None and candidate not in running_versions(observed):
-        return state  # still waiting: readiness() restarts the clock after the decision
-    return replace(state, step_started_at=now, guardrail_since=now)
+    if serving.candidate_waiting_since is not None:
+        return replace(state, step_started_at=now, guardrail_since=now)
+    return replace(state, step_started_at=now)
 
 
 @dataclass(frozen=True)
@@ -97,26 +104,15 @@ class Readiness:
 def readiness(spec: LVMRolloutSpec, old: LVMRolloutStatus, state: RolloutState,
               serving: Serving, observed: ObservedApp | None, held_back: bool,
               now: float) -> Readiness:
-    """What holding the candidate back (``held_back``) means at ``now``.
-
-    A step's dwell and its first guardrail window start when its traffic moves, so a step
-    whose weight has not reached the candidate yet keeps restarting its clock. Whether it has
-    is told by when the wait began (``candidateWaitingSince``): a wait that began after the
-    step started is a candidate that came back (a Ray restart, an out-of-band deletion: it is
-    redeployed and the step goes on, clock kept); one that began at or before the step's start
-    means this step's weight never moved. Not ``appliedAt``: the config that holds the
-    candidate back is an apply too.
-    """
+    """What holding the candidate back (``held_back``) means at ``now``: the wait's start,
+    the CandidateReady condition and Event, the rollback past ``progressDeadline``. (The step's
+    clock waits for its traffic in :func:`clock_waits_for_traffic`, before the decision.)"""
     waited = adapter.from_rfc3339(serving.candidate_waiting_since)
     if not (held_back and state.current_step is not None and not state.phase.finished):
-        # Not waiting any more (the step's clock, if its weight never moved, was restarted
-        # before this tick's decision: :func:`clock_when_traffic_moves`).
         if waited is not None:
             serving = serving.model_copy(update={"candidate_waiting_since": None})
         return Readiness(state, serving)
     since = waited if waited is not None else now
-    if state.paused_at is None and not _moved(since, state):
-        state = replace(state, step_started_at=now, guardrail_since=now)
     serving = serving.model_copy(update={"candidate_waiting_since": adapter.to_rfc3339(since)})
     version = spec.candidate.version
     failure = candidate_failure(observed, version)

@@ -67,7 +67,7 @@ from .evaluations import (
     plan_evaluations,
 )
 from .live import recorded, render
-from .readiness import clock_when_traffic_moves, readiness
+from .readiness import clock_waits_for_traffic, readiness
 from .status import APPLIED, WARNING, Event, StatusUpdate, TickResult, compute
 from .steady import SteadyStart, champion_not_serving, git_spec, steady_start
 from .transitions import (
@@ -318,7 +318,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
     assert plan is not None
     decision: Decision | None = None
     if p.decides:
-        state = clock_when_traffic_moves(state, serving, seen.serving, now)
+        state = clock_waits_for_traffic(state, serving, now)
         decision = decide(plan, state, replace(seen.observations, gate=evaluation.gate), now)
         state = decision.state
         history += decision_history(decision, spec, old.history, now)
@@ -344,7 +344,7 @@ def tick(p: TickPlan, seen: Seen) -> TickOutcome:
                                    [*(old.history or []), *history], now=now)
         digest = adapter.config_hash(app)
         to_apply, held_back = app, None
-        serving = recorded(serving, digest, now)
+        serving = recorded(serving, digest, now, app)
 
     result = TickResult(
         now=now, generation=p.generation, state=state, plan=plan, decision=decision,
@@ -430,7 +430,8 @@ def settle(p: TickPlan, outcome: TickOutcome, report: ApplyReport) -> TickOutcom
     before = p.serving
     assert before is not None
     serving = result.serving.model_copy(update={"config_hash": before.config_hash,
-                                                "applied_at": before.applied_at})
+                                                "applied_at": before.applied_at,
+                                                "applied_traffic": before.applied_traffic})
     result = replace(result, serving=serving, apply_error=report.error)
     return replace(
         outcome, update=compute(p.old, result), result=result,

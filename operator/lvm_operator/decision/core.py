@@ -75,8 +75,11 @@ def _due(last_at: float | None, interval_s: float, now: float) -> bool:
 
 
 def _guardrail_start(plan: Plan, state: RolloutState, now: float) -> float:
-    """Where the next guardrail window starts: the last judged check, never before the step."""
-    starts = [t for t in (state.guardrail_since, state.step_started_at) if t is not None]
+    """Where the next guardrail window starts: the last judged check, never before the step's
+    weight (``guardrail_since`` is set on entering a step; the step's dwell may start later,
+    when its traffic is in effect, and the guardrails judge what is live meanwhile)."""
+    starts = [t for t in (state.guardrail_since,) if t is not None] or [
+        t for t in (state.step_started_at,) if t is not None]
     start = max(starts) if starts else now - plan.guardrails.window_s
     if start > now:  # the clock stepped backwards: read the shortest window
         start = now - plan.guardrails.window_s
