@@ -381,7 +381,7 @@ def test_no_data(loaded):
         assert assess_guardrails(plan, g).verdict is Verdict.NO_DATA
         assert assess_quality(plan, q).verdict is Verdict.NO_DATA
     out = assess_guardrails(plan, loaded.guardrails(loaded.at_raw).for_rollout("ml/quiet"))
-    assert out.summary == ("too few candidate requests to judge: 3 in the last 2m "
+    assert out.summary == ("too few candidate requests to judge: 3 in the last 1h "
                            "(need >= 10; the window grows until it has them)")
 
 
