@@ -259,8 +259,12 @@ def loaded(tools, tmp_path_factory) -> Iterator[Loaded]:
     try:
         prom.start()
         # Both exporters scraped at zero...
-        wait_for_series(prom, 'ray_lvm_requests_total{rollout="ml/good"} == 0', timeout_s=30)
-        (first,) = prom.query('min(timestamp(ray_lvm_requests_total{rollout="ml/good"}))')
+        # (namespace="": the foreign pod also says rollout="ml/good", and on a loaded machine
+        # its zero alone once satisfied this wait before ml/good's own target was scraped)
+        wait_for_series(prom, 'ray_lvm_requests_total{rollout="ml/good",namespace=""} == 0',
+                        timeout_s=30)
+        (first,) = prom.query(
+            'min(timestamp(ray_lvm_requests_total{rollout="ml/good",namespace=""}))')
         at_zero = float(first["value"][1])
         wait_for_series(prom, 'ray_lvm_requests{rollout="ml/bad"} == 0', timeout_s=30)
         wait_for_series(prom, 'ray_lvm_requests_total{namespace="evil"} == 0', timeout_s=30)
