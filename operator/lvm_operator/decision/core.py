@@ -78,10 +78,8 @@ def _guardrail_start(plan: Plan, state: RolloutState, now: float) -> float:
     """Where the next guardrail window starts: the last judged check, never before the step's
     weight (``guardrail_since`` is set on entering a step; the step's dwell may start later,
     when its traffic is in effect, and the guardrails judge what is live meanwhile)."""
-    starts = [t for t in (state.guardrail_since,) if t is not None] or [
-        t for t in (state.step_started_at,) if t is not None]
-    start = max(starts) if starts else now - plan.guardrails.window_s
-    if start > now:  # the clock stepped backwards: read the shortest window
+    start = state.guardrail_since if state.guardrail_since is not None else state.step_started_at
+    if start is None or start > now:  # none yet, or the clock stepped back: the shortest window
         start = now - plan.guardrails.window_s
     return start
 
