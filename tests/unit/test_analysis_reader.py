@@ -180,3 +180,33 @@ def test_extrapolation_never_makes_a_share_above_one():
     v2 = build_observations(30.0, answers)["ml/a"].versions["v2"]
     assert (v2.hit5_proxy, v2.error_rate) == (1.0, 1.0)
     assert (v2.lanes["1"].hit5_proxy, v2.lanes["1"].error_rate) == (1.0, 1.0)
+
+
+class RecordingClient:
+    """Stands in for PrometheusConnect to show *when* each query is asked to be evaluated."""
+
+    def __init__(self, answers):
+        self.answers, self.params = list(answers), []
+
+    def custom_query(self, query, params=None):
+        self.params.append(dict(params or {}))
+        return self.answers.pop(0) if self.answers else []
+
+
+def test_every_query_of_a_snapshot_is_evaluated_at_the_first_answers_instant():
+    # The first query is asked at Prometheus' "now" (1700000000.5 by its clock); the feedback
+    # and hits queries that follow must read the very same range, or a short window slides
+    # between them (one scrape in range: no hits series, 0% Hit@5 over 360 events).
+    first = [{"metric": {"rollout": "ml/a", "version": "v2", "lane": "0"},
+              "value": [1700000000.5, "10"]}]
+    client = RecordingClient([[], first])
+    snap = PrometheusReader("http://prom:9090", client=client).observe_quality(2.0)
+    assert snap.error is None
+    assert client.params[:2] == [{}, {}]  # nothing answered yet: Prometheus' own now
+    assert client.params[2:] and all(p == {"time": "1700000000.500"} for p in client.params[2:])
+
+
+def test_an_explicit_instant_is_used_for_every_query():
+    client = RecordingClient([])
+    PrometheusReader("http://prom:9090", client=client).observe_guardrails(2.0, at=1234.0)
+    assert client.params and all(p == {"time": "1234.000"} for p in client.params)

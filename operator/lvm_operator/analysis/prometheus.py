@@ -46,6 +46,7 @@ class Sample:
 
     labels: Mapping[str, str]
     value: float
+    time: float | None = None  # the evaluation time Prometheus answered for
 
 
 #: Prometheus' ``errorType`` values (its HTTP API): the only part of an error answer quoted.
@@ -76,9 +77,10 @@ def _shape(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _parse_value(raw: Any, query: str) -> float:
+def _parse_value(raw: Any, query: str) -> tuple[float, float]:
+    """``[timestamp, "value"]`` as (time, value); "NaN", "+Inf" parse too."""
     try:
-        return float(raw[1])  # [timestamp, "value"]; "NaN", "+Inf" parse too
+        return float(raw[0]), float(raw[1])
     except (TypeError, ValueError, IndexError) as e:
         raise UnexpectedResponse(f"a sample value is not [time, number] but {_shape(raw)}",
                                  query) from e
@@ -171,7 +173,8 @@ class PrometheusReader:
                 raise UnexpectedResponse(
                     f"expected an instant vector, got an element that is {_shape(item)}",
                     promql_text)
-            samples.append(Sample(item["metric"], _parse_value(item["value"], promql_text)))
+            at_time, value = _parse_value(item["value"], promql_text)
+            samples.append(Sample(item["metric"], value, at_time))
         return samples
 
     def observe(
@@ -183,12 +186,21 @@ class PrometheusReader:
         at: float | None = None,
     ) -> Snapshot:
         """Run ``queries`` over ``window_s`` for all rollouts. Never raises AnalysisError:
-        a failure becomes ``Snapshot.error`` (every rollout's check then reads ``error``)."""
+        a failure becomes ``Snapshot.error`` (every rollout's check then reads ``error``).
+
+        All queries of one snapshot are evaluated at one instant: ``at``, or else the time
+        Prometheus evaluated the first answer with samples for (its own clock, so a skewed
+        operator clock cannot move the window). Asked each at its own "now", a short window
+        slid between the feedback query and the hits query: on a busy machine the hits query's
+        2 s range held one scrape (no result, so 0 hits) and a 70% candidate read "Hit@5 proxy
+        0% over 360 feedback events" and was rolled back."""
         rendered = promql.render_all(queries, window_s, shadow)
         answers: dict[Query, list[Sample]] = {}
         try:
             for q, text in rendered.items():
                 answers[q] = self.query(text, at=at)
+                if at is None:
+                    at = next((x.time for x in answers[q] if x.time is not None), None)
         except AnalysisError as e:
             log.warning("analysis query failed: %s", e)
             return Snapshot(window_s, error=str(e))
