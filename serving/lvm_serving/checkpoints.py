@@ -77,6 +77,12 @@ FORMAT = "lvm-rollout-checkpoint"
 FORMAT_VERSION = 1
 SEED_FORMAT = "seed"
 SAFETENSORS_SUFFIX = ".safetensors"
+#: The seed's ``model_type`` -> our family: the seed's hierarchical_gru is its 10 x 10 network,
+#: not the plan's 5 x 200 design that our ``hierarchical_gru`` implements.
+SEED_MODEL_TYPES = {"memory_gru": "memory_gru", "hierarchical_gru": "seed_hierarchical_gru"}
+#: The most numbers (parameters and buffers) a checkpoint's config may declare: ~4 GiB of
+#: float32, 350x the seed's 11.3 M. Checked on the meta device, before anything is allocated.
+MAX_MODEL_ELEMENTS = 1 << 30
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -310,8 +316,9 @@ def _normalise_payload(obj: Any, path: Path) -> dict[str, Any]:
         args = obj.get("args")
         if isinstance(args, argparse.Namespace):
             args = vars(args)
+        model_type = str(obj.get("model_type", "memory_gru"))
         return {
-            "family": obj.get("model_type", "memory_gru"),
+            "family": SEED_MODEL_TYPES.get(model_type, model_type),
             "config": {},  # the seed stored no sizes: rebuild with the seed defaults
             "faults": {},
             "state_dict": obj["model_state_dict"],
@@ -347,6 +354,13 @@ def _check_state_dict(model: LVMModel, state: Mapping[str, Any], path: Path) -> 
             path=str(path), missing=missing, unexpected=unexpected,
         )
     for name, tensor in expected.items():
+        if not state[name].is_floating_point():
+            raise CheckpointConfigError(
+                f"checkpoint {path}: tensor {name!r} is {state[name].dtype}, the {model.family} "
+                "model holds floating-point weights only; the file is not a model checkpoint "
+                "of this family (re-save it with save_checkpoint)",
+                path=str(path),
+            )
         got = tuple(state[name].shape)
         if got != tuple(tensor.shape):
             raise ShapeMismatchError(
@@ -398,15 +412,25 @@ def load_checkpoint(
     try:
         config = make_config(family, payload.get("config") or {})
         faults = FaultInjection.from_dict(payload.get("faults") or {})
-        model = build_model(family, config, faults=faults)
+        with torch.device("meta"):  # sizes first: a config can declare more than memory holds
+            probe = build_model(family, config, faults=faults)
     except (ModelError, TypeError) as exc:
         raise CheckpointConfigError(
             f"checkpoint {path}: its {family} config is not usable: {exc}. Re-save it with "
             "save_checkpoint from a model built by lvm_serving.models.build_model.",
             path=str(path),
         ) from exc
+    elements = sum(t.numel() for t in probe.state_dict().values())
+    if elements > MAX_MODEL_ELEMENTS:
+        raise CheckpointConfigError(
+            f"checkpoint {path}: its {family} config declares {elements:,} parameters and "
+            f"buffers, more than the {MAX_MODEL_ELEMENTS:,} this loader accepts; check the "
+            "config's sizes",
+            path=str(path),
+        )
     state = payload.get("state_dict")
-    _check_state_dict(model, state, path)
+    _check_state_dict(probe, state, path)
+    model = build_model(family, config, faults=faults)
     model.load_state_dict(state, strict=True)
     model.eval()
     model.to(resolve_device(device))

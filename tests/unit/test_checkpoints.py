@@ -168,21 +168,21 @@ def test_shape_mismatch_names_the_tensor(tmp_path, tiny_ckpt):
     with pytest.raises(ShapeMismatchError) as info:
         load_checkpoint(path, digest)
     err = info.value
-    assert err.tensor == "memory"
+    assert err.tensor == "memory.memory"
     assert (err.expected, err.got) == ((9, D), (8, D))
-    assert "'memory'" in str(err) and "[8, 24]" in str(err) and "[9, 24]" in str(err)
+    assert "'memory.memory'" in str(err) and "[8, 24]" in str(err) and "[9, 24]" in str(err)
 
 
 def test_missing_and_unexpected_tensors(tmp_path, tiny_ckpt):
     _, _, model = tiny_ckpt
     state = dict(model.state_dict())
-    del state["memory"]
+    del state["memory.memory"]
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "x.pt"
     digest = _save_raw(path, _our_payload(model, state_dict=state))
     with pytest.raises(StateDictMismatchError) as info:
         load_checkpoint(path, digest)
-    assert info.value.missing == ["memory"]
+    assert info.value.missing == ["memory.memory"]
     assert info.value.unexpected == ["extra.weight"]
 
 

@@ -55,8 +55,15 @@ def tiny(family: str, seed: int = 0):
 
 
 def test_registry_lists_the_three_seed_families():
-    assert set(known_families()) == {"memory_gru", "hierarchical_gru", "tmd_moe"}
+    assert set(known_families()) == {"memory_gru", "hierarchical_gru", "tmd_moe",
+                                     "seed_hierarchical_gru"}
     assert set(FAMILIES) == set(known_families())
+
+
+def test_the_crd_names_exactly_the_families_serving_can_build():
+    from lvm_operator.api import ModelFamily
+
+    assert {f.value for f in ModelFamily} == set(known_families())
 
 
 @pytest.mark.parametrize("family", sorted(TINY))
@@ -78,7 +85,8 @@ def test_memory_gru_at_seed_default_sizes():
     )
     model = MemoryGRU().eval()
     assert model.gru.input_size == 1536
-    assert tuple(model.memory.shape) == (2048, 768)
+    assert tuple(model.memory.memory.shape) == (2048, 768)
+    assert model.num_parameters() == 11_292_160  # the seed's count (the memory is a buffer)
     with torch.inference_mode():
         out = model(unit_context(1, 100, 768))
     assert out.shape == (1, 768)
@@ -99,21 +107,27 @@ def test_eval_mode_never_writes_the_memory_or_any_weight():
         assert torch.equal(tensor, after[name]), name
 
 
-def test_zero_query_memory_read_is_the_slot_average():
+def test_zero_query_memory_read_depends_on_the_projection_bias_only():
+    # a zero query projects to query_proj.bias: the first read is the same for every input,
+    # a cosine-softmax mix of the raw slots
     model = tiny("memory_gru")
+    bank = model.memory
     with torch.no_grad():
-        read = model.read_memory(torch.zeros(1, D))
-    torch.testing.assert_close(read[0], model.memory.mean(dim=0))
+        read = model.read_memory(torch.zeros(1, TINY_MEMORY_GRU["hidden"]))
+        weights = torch.softmax(F.normalize(bank.memory, dim=-1)
+                                @ F.normalize(bank.query_proj.bias, dim=0), dim=0)
+    torch.testing.assert_close(read[0], weights @ bank.memory)
 
 
 def test_output_is_residual_on_the_last_context_vector():
     model = tiny("memory_gru")
+    # the seed's delta: y = L2(L2(last) + L2(raw)); a raw output along the last vector keeps it
     with torch.no_grad():
-        model.head[-1].weight.zero_()
-        model.head[-1].bias.zero_()
         context = unit_context(3, 5)
-        out = model(context)
-    torch.testing.assert_close(out, context[:, -1])
+        model.output_proj[-1].weight.zero_()
+        model.output_proj[-1].bias.copy_(context[0, -1])
+        out = model(context[:1])
+    torch.testing.assert_close(out, context[:1, -1])
 
 
 def test_hierarchical_pads_contexts_that_are_not_whole_chunks():

@@ -100,6 +100,12 @@ class ModelFamily(StrEnum):
     MEMORY_GRU = "memory_gru"
     HIERARCHICAL_GRU = "hierarchical_gru"
     TMD_MOE = "tmd_moe"
+    SEED_HIERARCHICAL_GRU = "seed_hierarchical_gru"  # the seed's 10 x 10 chunks: exactly 100
+
+
+#: Families that read a fixed number of context vectors (the seed's hierarchical GRU reshapes
+#: its context into 10 chunks of 10).
+FIXED_CONTEXT_LENGTH = {ModelFamily.SEED_HIERARCHICAL_GRU: 100}
 
 
 class ReplicaBounds(ApiModel):
@@ -139,7 +145,10 @@ class ModelVersion(ApiModel):
         description="SHA-256 of the checkpoint file (64 lower-case hex digits); verified on load."
     )
     family: ModelFamily = Field(
-        description="Model architecture: memory_gru, hierarchical_gru or tmd_moe."
+        description=(
+            "Model architecture: memory_gru, hierarchical_gru (the plan's 5 x 200 chunks), "
+            "tmd_moe or seed_hierarchical_gru (the seed's 10 x 10 chunks, contextLength 100)."
+        )
     )
     context_length: Int = Field(
         ge=1,
@@ -154,6 +163,18 @@ class ModelVersion(ApiModel):
         ),
     )
     replicas: ReplicaBounds = _nested(ReplicaBounds, "Replica bounds {min, max}.")
+
+    cel_rules = (
+        Rule(
+            cel="self.family != 'seed_hierarchical_gru' || self.contextLength == 100",
+            message="family seed_hierarchical_gru reads exactly 100 context vectors (10 chunks "
+                    "of 10): set contextLength to 100, or use hierarchical_gru for longer "
+                    "contexts",
+            check=lambda v: FIXED_CONTEXT_LENGTH.get(v.family, v.context_length)
+            == v.context_length,
+            field_path=".contextLength",
+        ),
+    )
 
 
 class ConceptBank(ApiModel):

@@ -31,12 +31,17 @@ from lvm_serving.models.base import (
 )
 from lvm_serving.models.hierarchical_gru import HierarchicalGRU, HierarchicalGRUConfig
 from lvm_serving.models.memory_gru import MemoryGRU, MemoryGRUConfig
+from lvm_serving.models.seed_hierarchical_gru import (
+    SeedHierarchicalGRU,
+    SeedHierarchicalGRUConfig,
+)
 from lvm_serving.models.tmd_moe import TMDMoE, TMDMoEConfig
 
 FAMILIES: dict[str, type[LVMModel]] = {
     MemoryGRU.family: MemoryGRU,
     HierarchicalGRU.family: HierarchicalGRU,
     TMDMoE.family: TMDMoE,
+    SeedHierarchicalGRU.family: SeedHierarchicalGRU,
 }
 
 
@@ -93,6 +98,8 @@ __all__ = [
     "MemoryGRUConfig",
     "MissingTMDError",
     "ModelError",
+    "SeedHierarchicalGRU",
+    "SeedHierarchicalGRUConfig",
     "TMDMoE",
     "TMDMoEConfig",
     "UnknownFamilyError",

@@ -1,20 +1,32 @@
-"""The seed's memory-augmented GRU (Phase 1/2/3: the same architecture at 100, 500, 1000 vectors).
+"""The seed project's memory-augmented GRU (Phase 1/2/3: one network at 100, 500, 1000 vectors).
 
-Data flow for a context ``x: [B, T, D]`` (defaults: D=768, 2048 slots, 4x512 GRU)::
+Module for module and key for key the seed's network (``../shared/seed-models.md``), so the
+seed's ``best_val_hit5.pt`` loads as it is and predicts what the seed predicts::
 
-    x_n   = LayerNorm(x)                                   [B, T, D]
-    m0    = read(query = 0)                                [D]   (uniform attention: a learned
-                                                                  global summary of the memory)
-    h_seq = GRU(concat(x_n, m0 broadcast to every step))   [B, T, H]   (input 2D = 1536)
-    h     = h_seq[:, -1]                                   [B, H]
-    m1    = read(query = W_q h)                            [B, D]
-    z     = GELU(Linear(concat(h, m1)))                    [B, F]   (fusion)
-    delta = MLP(z)                                         [B, D]
-    out   = normalize(x[:, -1] + delta)                    [B, D]
+    input_norm                   LayerNorm(D)
+    memory.memory                buffer [slots, D]          (the memory slots; not a parameter)
+    memory.query_proj            Linear(H -> D)
+    memory.write_gate            Linear(H -> slots)         (the seed writes with it in training)
+    gru                          GRU(2D -> H, layers, batch_first)
+    fusion                       Linear(H + D -> F), GELU, Dropout, LayerNorm(F)
+    output_proj                  Linear(F -> M), GELU, Dropout, Linear(M -> D)
 
-``read(q) = softmax(q M^T / sqrt(D)) M`` over the memory ``M: [slots, D]``, an ``nn.Parameter``:
-reads are attention over slots and nothing in ``forward`` writes to it, so serving (eval mode,
-``torch.inference_mode``) never changes the memory.
+For a context ``x: [B, T, D]`` in eval mode::
+
+    xn    = input_norm(x)
+    r0    = read(zero query)        [B, D]  (the projection is then query_proj.bias: a learned
+                                             read that does not depend on the input)
+    h     = last layer's final state of gru(concat(xn, r0 at every step))    [B, H]
+    r1    = read(h)                 [B, D]
+    raw   = output_proj(fusion(concat(h, r1)))                               [B, D]
+    y     = L2( L2(x[:, -1]) + L2(raw) )   (the seed trained a delta: the module's own output
+                                             is L2(raw); serving adds it to the last vector)
+
+``read(q)``: ``p = query_proj(q)``; cosine similarity of ``p`` with every slot (both
+L2-normalised), softmax over slots (no temperature), weighted sum of the *raw* slots.
+
+Nothing here writes the memory: the seed writes it in place during its training forward, which
+serving must never run; our trainer leaves it fixed (``write_gate`` is kept for the key set).
 """
 
 from __future__ import annotations
@@ -23,14 +35,15 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lvm_serving.models.base import FamilyConfig, LVMModel, residual_unit
+from lvm_serving.models.base import FamilyConfig, LVMModel
 
 
 @dataclass(frozen=True)
 class MemoryGRUConfig(FamilyConfig):
-    """Sizes of a memory GRU; the defaults are the seed's production model."""
+    """Sizes of a memory GRU; the defaults are the seed's (11,292,160 parameters)."""
 
     d_model: int = 768
     memory_slots: int = 2048
@@ -38,7 +51,23 @@ class MemoryGRUConfig(FamilyConfig):
     num_layers: int = 4
     fusion_dim: int = 512
     mlp_dim: int = 1024
-    dropout: float = 0.0  # between GRU layers, training only
+    dropout: float = 0.0  # the fusion and output dropouts (training only; off in eval)
+
+
+class CosineMemory(nn.Module):
+    """The seed's memory bank: ``memory`` (a buffer), ``query_proj`` and ``write_gate``."""
+
+    def __init__(self, slots: int, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("memory", torch.randn(slots, d_model) / math.sqrt(d_model))
+        self.query_proj = nn.Linear(hidden, d_model)
+        self.write_gate = nn.Linear(hidden, slots)
+
+    def read(self, query: Tensor) -> Tensor:
+        """``[N, H] -> [N, D]``: cosine attention over the slots, a sum of the raw slots."""
+        p = F.normalize(self.query_proj(query), dim=-1)
+        scores = p @ F.normalize(self.memory, dim=-1).t()
+        return torch.softmax(scores, dim=-1) @ self.memory
 
 
 class MemoryGRU(LVMModel):
@@ -48,36 +77,29 @@ class MemoryGRU(LVMModel):
     def __init__(self, config: MemoryGRUConfig | None = None) -> None:
         config = config or MemoryGRUConfig()
         super().__init__(config)
-        d, h = config.d_model, config.hidden
-        self.in_norm = nn.LayerNorm(d)
-        self.memory = nn.Parameter(torch.randn(config.memory_slots, d) / math.sqrt(d))
-        self.mem_query = nn.Linear(h, d)
-        self.gru = nn.GRU(
-            input_size=2 * d,
-            hidden_size=h,
-            num_layers=config.num_layers,
-            batch_first=True,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
-        self.fusion = nn.Sequential(nn.Linear(h + d, config.fusion_dim), nn.GELU())
-        self.head = nn.Sequential(
-            nn.Linear(config.fusion_dim, config.mlp_dim),
-            nn.GELU(),
-            nn.Linear(config.mlp_dim, d),
-        )
+        d, h, f = config.d_model, config.hidden, config.fusion_dim
+        self.input_norm = nn.LayerNorm(d)
+        self.memory = CosineMemory(config.memory_slots, d, h)
+        self.gru = nn.GRU(input_size=2 * d, hidden_size=h, num_layers=config.num_layers,
+                          batch_first=True)
+        self.fusion = nn.Sequential(nn.Linear(h + d, f), nn.GELU(), nn.Dropout(config.dropout),
+                                    nn.LayerNorm(f))
+        self.output_proj = nn.Sequential(nn.Linear(f, config.mlp_dim), nn.GELU(),
+                                         nn.Dropout(config.dropout), nn.Linear(config.mlp_dim, d))
 
     def read_memory(self, query: Tensor) -> Tensor:
-        """Attention read over the memory slots: ``[N, D] -> [N, D]``. Never writes."""
-        scores = query @ self.memory.t() / math.sqrt(self.d_model)
-        return torch.softmax(scores, dim=-1) @ self.memory
+        return self.memory.read(query)
+
+    def delta(self, context: Tensor) -> Tensor:
+        """What the seed's module returns: ``L2(raw)``, the predicted delta ``[B, D]``."""
+        batch, length, _ = context.shape
+        xn = self.input_norm(context)
+        r0 = self.read_memory(context.new_zeros(batch, self.config.hidden))
+        steps = torch.cat([xn, r0.unsqueeze(1).expand(batch, length, -1)], dim=-1)
+        _, h_n = self.gru(steps)
+        h = h_n[-1]
+        fused = self.fusion(torch.cat([h, self.read_memory(h)], dim=-1))
+        return F.normalize(self.output_proj(fused), dim=-1)
 
     def _predict(self, context: Tensor, tmd: Tensor | None) -> Tensor:
-        batch, length, dim = context.shape
-        x = self.in_norm(context)
-        m0 = self.read_memory(context.new_zeros(1, dim))  # the zero-query read, once
-        steps = torch.cat([x, m0.expand(batch, length, dim)], dim=-1)
-        h_seq, _ = self.gru(steps)
-        h = h_seq[:, -1]
-        m1 = self.read_memory(self.mem_query(h))
-        z = self.fusion(torch.cat([h, m1], dim=-1))
-        return residual_unit(context[:, -1], self.head(z))
+        return F.normalize(F.normalize(context[:, -1], dim=-1) + self.delta(context), dim=-1)
