@@ -22,8 +22,12 @@ from lvm_operator.devstack.control_plane import ControlPlane, start_control_plan
 from lvm_operator.devstack.prometheus import PrometheusServer
 from lvm_operator.devstack.ray_cluster import RayCluster, start_ray_cluster
 from lvm_operator.devstack.tools import Tools, locate
+from lvm_serving.contracts.serve_config import ALLOW_FAULT_INJECTION_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tests' checkpoints carry FAULT INJECTION switches on purpose; this process and every child
+# (trainer, evaluator, operator) may load them. Production serving leaves it unset.
+os.environ.setdefault(ALLOW_FAULT_INJECTION_ENV, "1")
 
 
 def _interrupt(signum, frame):

@@ -9,8 +9,10 @@ URIs: ``file:///abs/path``, ``file://localhost/abs/path`` or a plain path. Other
 ``gs://``, ``https://``) raise :class:`UnsupportedURIError`: fetch the file first (an init
 container or a Ray runtime_env), then point the URI at the local copy.
 
-Verification (:func:`open_verified`) hashes the file streaming and hands back the *same* open
-file to load from, so a file swapped by rename after the check is never read. Writers use
+Verification (:func:`open_verified`) reads the file once into memory, hashes those bytes and hands
+back a reader over the *same* bytes, so nothing written to the file (in place or by rename) after
+the check is ever loaded. Files above ``LVM_MAX_ARTIFACT_BYTES`` (default 8 GiB) are refused
+before they are read. Writers use
 :func:`atomic_write` (a temporary file in the same directory, then ``os.replace``) so readers
 never see half a file, and :func:`write_sha256_sidecar` for the ``<file>.sha256`` that
 ``sha256sum -c`` accepts.
@@ -22,6 +24,7 @@ Errors (all :class:`ArtifactError`; each message names the file and what to do):
     ├── ArtifactNotFoundError      no such file (also a FileNotFoundError)
     ├── InvalidChecksumError       the expected sha256 is not 64 hex digits
     ├── ChecksumMismatchError      .expected, .actual
+    ├── ArtifactTooLargeError      above LVM_MAX_ARTIFACT_BYTES
     ├── CheckpointError            (the checkpoint file itself: lvm_serving.checkpoints)
     └── ConceptBankError           (the concept bank file itself: lvm_serving.concept_bank)
 """
@@ -29,6 +32,7 @@ Errors (all :class:`ArtifactError`; each message names the file and what to do):
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -144,13 +148,22 @@ def read_sha256_sidecar(path: str | os.PathLike[str]) -> str | None:
     return normalize_sha256(sidecar.read_text().split()[0], path=str(sidecar))
 
 
+#: The largest artifact read into memory for verification (the seed's checkpoint is ~45 MB).
+MAX_ARTIFACT_BYTES = int(os.environ.get("LVM_MAX_ARTIFACT_BYTES", str(8 << 30)))
+
+
+class ArtifactTooLargeError(ArtifactError):
+    pass
+
+
 def open_verified(
     uri: str | os.PathLike[str], sha256: str | None, *, what: str, hint: str = ""
 ) -> tuple[Path, BinaryIO, str]:
-    """Open a local artifact, hash it streaming and compare with ``sha256`` (if given).
+    """Read a local artifact, hash those bytes and compare with ``sha256`` (if given).
 
-    Returns ``(path, file positioned at 0, actual digest)``; the caller closes the file. Loading
-    from the handle that was hashed means a file swapped by rename after the check is not read.
+    Returns ``(path, a reader over exactly the bytes hashed, actual digest)``; the caller closes
+    it. The file is read once: a writer that changes it after the check (in place or by
+    rename) cannot change what is loaded.
     """
     path = resolve_local_path(uri, what=what)
     expected = None if sha256 is None else normalize_sha256(sha256, path=str(path), what=what)
@@ -169,7 +182,18 @@ def open_verified(
             path=str(path),
         ) from None
     try:
-        actual = sha256_stream(f)
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_ARTIFACT_BYTES:
+            raise ArtifactTooLargeError(
+                f"{what} {path} is {size:,} bytes, more than the {MAX_ARTIFACT_BYTES:,} this "
+                "loader reads (LVM_MAX_ARTIFACT_BYTES); check the URI, or raise the limit",
+                path=str(path))
+        data = f.read(MAX_ARTIFACT_BYTES + 1)
+        if len(data) > MAX_ARTIFACT_BYTES:  # grew while being read
+            raise ArtifactTooLargeError(
+                f"{what} {path} grew past {MAX_ARTIFACT_BYTES:,} bytes while it was read",
+                path=str(path))
+        actual = hashlib.sha256(data).hexdigest()
         if expected is not None and actual != expected:
             raise ChecksumMismatchError(
                 f"{what} {path}: sha256 mismatch: expected {expected}, actual {actual}. "
@@ -179,11 +203,9 @@ def open_verified(
                 expected=expected,
                 actual=actual,
             )
-        f.seek(0)
-    except BaseException:
+    finally:
         f.close()
-        raise
-    return path, f, actual
+    return path, io.BytesIO(data), actual
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from typing import Any, BinaryIO
 import torch
 
 from lvm_serving.artifacts import ArtifactError, atomic_write, open_verified, write_sha256_sidecar
+from lvm_serving.contracts.serve_config import ALLOW_FAULT_INJECTION_ENV
 from lvm_serving.models import (
     FamilyConfig,
     FaultInjection,
@@ -83,6 +84,11 @@ SEED_MODEL_TYPES = {"memory_gru": "memory_gru", "hierarchical_gru": "seed_hierar
 #: The most numbers (parameters and buffers) a checkpoint's config may declare: ~4 GiB of
 #: float32, 350x the seed's 11.3 M. Checked on the meta device, before anything is allocated.
 MAX_MODEL_ELEMENTS = 1 << 30
+ALLOW_FAULTS_ENV = ALLOW_FAULT_INJECTION_ENV  # honoured only where set: tests and the demo
+
+
+def faults_allowed() -> bool:
+    return os.environ.get(ALLOW_FAULTS_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -384,12 +390,14 @@ def load_checkpoint(
     *,
     device: str | torch.device | None = "cpu",
     expected_family: str | None = None,
+    allow_faults: bool | None = None,
 ) -> LoadedCheckpoint:
     """Load, verify and build a checkpoint; the model comes back in eval mode on ``device``.
 
     ``sha256`` (hex, optionally ``sha256:``-prefixed) is compared with the file's digest when
     given; serving should always give it. ``expected_family`` (e.g. from the rollout spec) must
-    match the checkpoint's family when given.
+    match the checkpoint's family when given. A checkpoint with FAULT INJECTION switches is
+    refused unless ``allow_faults`` (default: ``$LVM_ALLOW_FAULT_INJECTION`` is 1/true/yes).
     """
     path, f, actual = open_verified(uri, sha256, what="checkpoint", hint="spec ... checkpoint")
     with f:
@@ -412,6 +420,14 @@ def load_checkpoint(
     try:
         config = make_config(family, payload.get("config") or {})
         faults = FaultInjection.from_dict(payload.get("faults") or {})
+        if faults.active and not (faults_allowed() if allow_faults is None else allow_faults):
+            switches = sorted(k for k, v in faults.to_dict().items() if v and k !=
+                              "degrade_strength")
+            raise CheckpointConfigError(
+                f"checkpoint {path} carries FAULT INJECTION switches {switches}, which make the "
+                f"model misbehave on purpose (tests only); set {ALLOW_FAULTS_ENV}=1 on the "
+                "serving processes to allow them, or serve a checkpoint without them",
+                path=str(path))
         with torch.device("meta"):  # sizes first: a config can declare more than memory holds
             probe = build_model(family, config, faults=faults)
     except (ModelError, TypeError) as exc:

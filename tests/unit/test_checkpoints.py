@@ -264,3 +264,51 @@ def test_seed_checkpoint_rebuilds_with_the_seed_default_sizes(tmp_path):
     x = context(1, 10, 768)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(x), model(x))
+
+
+def test_the_bytes_hashed_are_the_bytes_loaded(tmp_path):
+    # a writer that rewrites the file in place after the check cannot change what is loaded
+    from lvm_serving.artifacts import open_verified
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"trusted weights")
+    digest = hashlib.sha256(b"trusted weights").hexdigest()
+    _, reader, actual = open_verified(path, digest, what="checkpoint")
+    with open(path, "r+b") as f:  # same inode, new content
+        f.write(b"evil!!!")
+    with reader:
+        assert reader.read() == b"trusted weights" and actual == digest
+
+
+def test_an_artifact_above_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from lvm_serving import artifacts
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * 2048)
+    monkeypatch.setattr(artifacts, "MAX_ARTIFACT_BYTES", 1024)
+    with pytest.raises(artifacts.ArtifactTooLargeError, match=r"2,048 bytes, more than the 1,024"):
+        artifacts.open_verified(path, None, what="checkpoint")
+
+
+def test_fault_injection_switches_are_refused_unless_the_deployment_allows_them(
+        tmp_path, monkeypatch):
+    from lvm_serving.checkpoints import ALLOW_FAULTS_ENV
+    from lvm_serving.models import build_model
+
+    model = build_model("memory_gru", {"d_model": 8, "hidden": 4, "memory_slots": 2,
+                                       "fusion_dim": 4, "mlp_dim": 4, "num_layers": 1},
+                        faults={"nan_lanes": [5], "extra_latency_ms": 3})
+    digest = save_checkpoint(tmp_path / "f.pt", model)
+    monkeypatch.delenv(ALLOW_FAULTS_ENV, raising=False)
+    with pytest.raises(CheckpointConfigError,
+                       match=r"FAULT INJECTION switches \['extra_latency_ms', 'nan_lanes'\].*"
+                             r"LVM_ALLOW_FAULT_INJECTION=1"):
+        load_checkpoint(tmp_path / "f.pt", digest)
+    assert load_checkpoint(tmp_path / "f.pt", digest, allow_faults=True).faults.nan_lanes == (5,)
+    monkeypatch.setenv(ALLOW_FAULTS_ENV, "1")
+    assert load_checkpoint(tmp_path / "f.pt", digest).faults.extra_latency_ms == 3
+    # a checkpoint without switches loads anywhere
+    monkeypatch.delenv(ALLOW_FAULTS_ENV)
+    clean = build_model("memory_gru", {"d_model": 8, "hidden": 4, "memory_slots": 2,
+                                       "fusion_dim": 4, "mlp_dim": 4, "num_layers": 1})
+    load_checkpoint(tmp_path / "c.pt", save_checkpoint(tmp_path / "c.pt", clean))

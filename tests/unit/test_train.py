@@ -151,9 +151,12 @@ def test_fault_switches_do_what_they_say(faulty, trained):
     assert p.ids[0].tolist() == [-1] * 10
 
 
-@pytest.mark.parametrize("family", ["hierarchical_gru", "tmd_moe"])
+@pytest.mark.parametrize("family", ["hierarchical_gru", "tmd_moe", "seed_hierarchical_gru"])
 def test_other_families_train_and_load(tmp_path, family):
     sizes = {
+        # 3 chunks of 4: exactly the 12 context vectors below
+        "seed_hierarchical_gru": ["--size", "chunks=3", "--size", "chunk_size=4",
+                                  "--size", "hidden=16", "--size", "mlp_dim=32"],
         "hierarchical_gru": ["--size", "chunk_size=4", "--size", "chunk_hidden=16",
                              "--size", "summary_hidden=16", "--size", "mlp_dim=32"],
         "tmd_moe": ["--size", "num_experts=4", "--size", "gate_hidden=8",

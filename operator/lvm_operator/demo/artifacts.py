@@ -39,7 +39,8 @@ class Recipe:
                 *WORLD_ARGS, *self.extra_args, "--out", str(out)]
 
     def key(self) -> str:
-        text = json.dumps([self.argv(Path("OUT"))[1:], 1])  # bump the 1 to retrain everything
+        # bump the number to retrain everything (2: memory_gru became the seed's network)
+        text = json.dumps([self.argv(Path("OUT"))[1:], 2])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@ better candidate (promoted), then a slower one (rolled back), and report."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from lvm_operator.devstack.procs import ComponentError, free_ports
 from lvm_operator.devstack.stack import start_stack
+from lvm_serving.contracts.serve_config import ALLOW_FAULT_INJECTION_ENV
 
 from . import artifacts
 from .cluster import CRDS, clean_run_dir, events, kubectl, start_operator, wait_for_router
@@ -22,6 +24,8 @@ from .report import Thresholds, render_html, render_png
 def run_demo(run_dir: Path, keep: bool, console: Console,
              options: DemoOptions | None = None) -> int:
     options = options or DemoOptions()
+    # the slow candidate is a FAULT INJECTION checkpoint: this demo's evaluator may load it
+    os.environ.setdefault(ALLOW_FAULT_INJECTION_ENV, "1")
     removed = clean_run_dir(run_dir)  # never clash with, or inherit from, an earlier run
     if removed:
         console.print(f"starting from a clean control plane: removed the previous run's "

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvm_serving.contracts.serve_config import ALLOW_FAULT_INJECTION_ENV
+
 from .procs import ComponentError, ManagedProcess, free_ports
 
 DEFAULT_POOLS: dict[str, str] = {"head": "pool_a10", "worker": "pool_a100"}
@@ -46,6 +48,8 @@ def ray_env() -> dict[str, str]:
         # also emit a deprecated same-named gauge without ``_total`` (the queries select the
         # one ``_total`` name anyway: tests/integration/test_exporter_modes.py).
         "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
+        # A test and demo stack: its checkpoints carry FAULT INJECTION switches on purpose.
+        ALLOW_FAULT_INJECTION_ENV: "1",
     }
 
 

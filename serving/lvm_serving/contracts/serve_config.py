@@ -28,6 +28,9 @@ ROUTER_DEPLOYMENT = "Router"
 ROUTER_IMPORT_PATH = "lvm_serving.app:build_router"
 VERSION_IMPORT_PATH = "lvm_serving.app:build_version"
 VERSION_APP_SEPARATOR = "--"
+#: Set to 1 on the serving processes to honour a checkpoint's FAULT INJECTION switches (the
+#: local test and demo stack does); unset, such a checkpoint is refused when it loads.
+ALLOW_FAULT_INJECTION_ENV = "LVM_ALLOW_FAULT_INJECTION"
 #: How long the router waits for a version's answer unless its args say otherwise
 #: (``request_timeout_s``, from ``spec.routing.requestTimeout``).
 ROUTER_REQUEST_TIMEOUT_S = 30.0
