@@ -25,10 +25,11 @@ helm_dir="$bin/helm-$HELM_VERSION"
 # Only its clusterrole-aggregation controller runs (tests of the chart's aggregated roles).
 kcm_dir="$bin/kube-controller-manager-$KUBERNETES_VERSION"
 kubeconform_dir="$bin/kubeconform-$KUBECONFORM_VERSION"
+seaweedfs_dir="$bin/seaweedfs-$SEAWEEDFS_VERSION"
 
 if [[ "${1:-}" == "--print" ]]; then
   printf '%s\n' "$kube_dir/kube-apiserver" "$kube_dir/kubectl" "$etcd_dir/etcd" "$helm_dir/helm" \
-    "$kcm_dir/kube-controller-manager" "$kubeconform_dir/kubeconform"
+    "$kcm_dir/kube-controller-manager" "$kubeconform_dir/kubeconform" "$seaweedfs_dir/weed"
   exit 0
 fi
 
@@ -93,6 +94,15 @@ build_kubeconform() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 }
 
+build_seaweedfs() {
+  local out="$1"
+  (cd "$root/tools/seaweedfs" &&
+    go build -trimpath -ldflags "-s -w" -o "$out/weed" github.com/seaweedfs/seaweedfs/weed)
+}
+
+[[ -x "$seaweedfs_dir/weed" ]] || {
+  log "building SeaweedFS $SEAWEEDFS_VERSION (the local S3-compatible store; minutes cold)"
+  build_into "$seaweedfs_dir" build_seaweedfs; }
 [[ -x "$kubeconform_dir/kubeconform" ]] || {
   log "building kubeconform $KUBECONFORM_VERSION"; build_into "$kubeconform_dir" build_kubeconform; }
 [[ -x "$etcd_dir/etcd" ]] || { log "building etcd $ETCD_VERSION"; build_into "$etcd_dir" build_etcd; }

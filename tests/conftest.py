@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import node_env
 
 from lvm_operator.devstack.control_plane import ControlPlane, start_control_plane
+from lvm_operator.devstack.object_store import SeaweedS3
 from lvm_operator.devstack.prometheus import PrometheusServer
 from lvm_operator.devstack.ray_cluster import RayCluster, start_ray_cluster
 from lvm_operator.devstack.tools import Tools, locate
@@ -118,8 +120,19 @@ def crd_installed(kube) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(run_dir) -> Iterator[RayCluster]:
-    cluster = start_ray_cluster(run_dir / "ray")
+def object_store(run_dir) -> Iterator[SeaweedS3]:
+    """The session's S3-compatible store (SeaweedFS on loopback); the Ray nodes and the
+    operators the tests start get its AWS_* environment."""
+    store = SeaweedS3(run_dir / "seaweedfs").start()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(run_dir, object_store) -> Iterator[RayCluster]:
+    cluster = start_ray_cluster(run_dir / "ray", extra_env=node_env(object_store, run_dir))
     try:
         yield cluster
     finally:

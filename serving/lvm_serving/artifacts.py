@@ -5,9 +5,9 @@ the rules for finding, verifying and writing them live here once, below the modu
 those files a meaning (:mod:`lvm_serving.checkpoints`, :mod:`lvm_serving.concept_bank`,
 :mod:`lvm_serving.synthetic`). Nothing here imports torch or knows a file format.
 
-URIs: ``file:///abs/path``, ``file://localhost/abs/path`` or a plain path. Other schemes (``s3://``,
-``gs://``, ``https://``) raise :class:`UnsupportedURIError`: fetch the file first (an init
-container or a Ray runtime_env), then point the URI at the local copy.
+URIs: ``file:///abs/path``, ``file://localhost/abs/path`` or a plain path; ``s3://``, ``gs://``
+and ``https://`` are fetched into the node's cache first (:mod:`lvm_serving.remote`, a sha256
+required). Other schemes raise :class:`UnsupportedURIError`.
 
 Verification (:func:`open_verified`) reads the file once into memory, hashes those bytes and hands
 back a reader over the *same* bytes, so nothing written to the file (in place or by rename) after
@@ -95,9 +95,8 @@ def resolve_local_path(uri: str | os.PathLike[str], *, what: str = "artifact") -
     # One-letter schemes are Windows drive letters, not URI schemes.
     if parsed.scheme and len(parsed.scheme) > 1:
         raise UnsupportedURIError(
-            f"{what} URI {text!r}: scheme {parsed.scheme!r} is not supported locally; only "
-            "file:// URIs and plain paths are. Fetch the file first (e.g. an init container or a "
-            "Ray runtime_env) and point the URI at the local copy.",
+            f"{what} URI {text!r}: scheme {parsed.scheme!r} is not supported; use file:///path, "
+            "an absolute path, s3://bucket/key, gs://bucket/key or https://host/path.",
             path=text,
         )
     return Path(text)
@@ -165,7 +164,11 @@ def open_verified(
     it. The file is read once: a writer that changes it after the check (in place or by
     rename) cannot change what is loaded.
     """
-    path = resolve_local_path(uri, what=what)
+    from lvm_serving import remote  # (it builds on this module)
+
+    text = os.fspath(uri)
+    path = (remote.fetch(text, sha256, what=what) if remote.is_remote(text)
+            else resolve_local_path(uri, what=what))
     expected = None if sha256 is None else normalize_sha256(sha256, path=str(path), what=what)
     try:
         f = open(path, "rb")  # noqa: SIM115  (returned to the caller)

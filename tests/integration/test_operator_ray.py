@@ -40,9 +40,10 @@ APP = "lvm-operator"
 CHAMPION, CANDIDATE = "op-champ", "op-cand"
 
 
-def _train(out: Path, version: str, seed: int) -> dict:
+def _train(out: Path, version: str, seed: int, context_length: int = 100) -> dict:
     argv = [sys.executable, "-m", "lvm_serving.train", "--family", "memory_gru",
-            "--context-length", "100", "--out", str(out / version), "--d-model", "128",
+            "--context-length", str(context_length), "--out", str(out / version),
+            "--d-model", "128",
             "--eval-size", "16", "--threads", "1", "--version", version, "--steps", "5",
             "--seed", str(seed)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
@@ -341,5 +342,95 @@ def test_real_backend_candidate_that_dies_at_20_percent_is_rolled_back_on_its_er
         operator.stop()
         try:
             ray.delete(app)
+        finally:
+            ray.close()
+
+
+def test_the_phase2_canary_layout_runs_from_the_object_store(
+        kube, crd_installed, ray_cluster, prometheus, object_store, run_dir, tmp_path,
+        serve_http_port):
+    """``examples/phase2-canary.yaml``'s layout (every artifact an ``s3://`` URI, memory_gru at
+    100 vs 500 context vectors) on the local stack: the artifacts are uploaded to the session's
+    SeaweedFS, the pre-rollout gate evaluates both versions from it (the operator's evaluator
+    reads s3://), both versions deploy on Ray from it and answer predictions."""
+    from urllib.parse import urlparse
+
+    import numpy as np
+    import yaml
+    from helpers import node_env
+
+    kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
+    ns = kube.new_namespace("ray-s3")
+    champ = _train(tmp_path, "phase1-baseline", 0, 100)
+    cand = _train(tmp_path, "phase2-500ctx", 1, 500)
+
+    def upload(artifact: dict, key: str) -> tuple[str, str]:
+        uri, digest = object_store.put_file("lvm-models", key,
+                                            Path(urlparse(artifact["uri"]).path))
+        assert digest == artifact["sha256"]
+        return uri, digest
+
+    manifest = yaml.safe_load((REPO / "examples" / "phase2-canary.yaml").read_text())
+    spec = manifest["spec"]
+    manifest["metadata"]["namespace"] = ns
+    for role, trained, key, pool in (("champion", champ, "phase1/best_val_hit5.pt", "pool_a10"),
+                                     ("candidate", cand, "phase2/best_val_hit5.pt", "pool_a100")):
+        uri, digest = upload(trained["checkpoint"], key)
+        assert uri.startswith("s3://lvm-models/")
+        spec[role].update(checkpoint=uri, sha256=digest, nodePool=pool,
+                          replicas={"min": 1, "max": 1})
+    bank_uri, bank_sha = upload(champ["concept_bank"], "concepts/bank.npz")
+    eval_uri, eval_sha = upload(cand["eval_set"], "eval/eval_set_500.npz")
+    spec["conceptBank"] = {"uri": bank_uri, "sha256": bank_sha}
+    spec["evaluation"] = {"evalSet": {"uri": eval_uri, "sha256": eval_sha},
+                          "gate": {"minHit5": 0.0, "maxDegradation": 1.0}}
+    spec["steps"] = [{"weight": 10, "duration": "1h", "shadow": True},
+                     {"weight": 100, "duration": "1h"}]
+    spec["prometheus"] = {"url": prometheus.url}
+    spec["serve"] = {"backend": "rayDashboard", "url": ray_cluster.dashboard_url,
+                     "application": "lvm-s3"}
+    spec["promotion"] = {"keepChampionWarmFor": "0s"}
+
+    operator = Operator(kube, tmp_path, None, peering="lvm-rollout-ray-s3",
+                        scope=("--namespace", ns),
+                        extra_env={"LVM_RAY_SERVE_HTTP_HOST": "127.0.0.1",
+                                   "LVM_RAY_SERVE_HTTP_PORT": str(serve_http_port),
+                                   **node_env(object_store, run_dir)})
+    ray = RayDashboardBackend(ray_cluster.dashboard_url)
+
+    def status() -> dict:
+        out = kube.kubectl("get", "lvmrollout", "lvm", "-n", ns, "-o", "json")
+        return json.loads(out.stdout).get("status") or {}
+
+    def serving() -> bool:
+        app = ray.observe("lvm-s3")
+        r = app.router
+        return (app.status.value == "RUNNING" and r is not None and r.candidate_weight == 10
+                and set(app.versions) == {"phase1-baseline", "phase2-500ctx"})
+
+    operator.start()
+    try:
+        kube.apply(manifest)
+        try:
+            eventually(serving, 420, "both versions RUNNING from s3:// at 10% (shadow)",
+                       interval_s=2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nlive: {ray.observe('lvm-s3')}\nstatus: {status()}\n"
+                                 f"operator log:\n{operator.log.read_text()[-3000:]}") from None
+        gate = status()["evaluation"]["gate"]
+        assert gate["verdict"] == "pass", gate  # both versions evaluated from the store
+        base = f"http://127.0.0.1:{serve_http_port}/lvm-s3"
+        rng = np.random.default_rng(0)
+        for version, length in (("phase1-baseline", 100), ("phase2-500ctx", 500)):
+            ctx = rng.standard_normal((length, 128)).astype(np.float32)
+            ctx /= np.linalg.norm(ctx, axis=1, keepdims=True)
+            r = httpx.post(f"{base}/predict", json={"context": ctx.round(5).tolist(), "k": 5},
+                           headers={"x-lvm-version": version}, timeout=60)
+            assert r.status_code == 200, r.text[:500]
+            assert r.json()["version"] == version
+    finally:
+        operator.stop()
+        try:
+            ray.delete("lvm-s3")
         finally:
             ray.close()

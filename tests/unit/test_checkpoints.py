@@ -98,11 +98,18 @@ def test_file_uri_plain_path_and_prefixed_digest(tiny_ckpt):
     assert load_checkpoint(path).sha256 == digest  # no expected digest: still loads
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/model.pt", "gs://b/m.pt", "https://x/m.pt"])
-def test_other_uri_schemes_are_not_supported_locally(uri):
-    with pytest.raises(UnsupportedURIError, match="not supported locally") as info:
+@pytest.mark.parametrize("uri", ["ftp://host/model.pt", "hdfs://nn/m.pt", "http://x/m.pt"])
+def test_other_uri_schemes_are_not_supported(uri):
+    with pytest.raises(UnsupportedURIError, match="is not supported; use file:///path") as info:
         load_checkpoint(uri)
     assert isinstance(info.value, ArtifactError)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/model.pt", "gs://b/m.pt", "https://x/m.pt"])
+def test_an_object_store_artifact_needs_its_sha256(uri):
+    # checked before anything is fetched: the node cache is keyed by the digest
+    with pytest.raises(ArtifactError, match="a sha256 is required for an artifact from object"):
+        load_checkpoint(uri)
 
 
 def test_remote_file_uri_is_rejected():

@@ -153,4 +153,4 @@ def test_checksum_missing_file_and_scheme(tmp_path):
     with pytest.raises(ArtifactNotFoundError, match="concept bank file not found"):
         ConceptBank.load(tmp_path / "missing.npz")
     with pytest.raises(UnsupportedURIError):
-        ConceptBank.load("s3://bucket/bank.npz")
+        ConceptBank.load("ftp://bucket/bank.npz")

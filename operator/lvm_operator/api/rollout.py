@@ -68,7 +68,8 @@ _PATTERN_HINTS = {
     DURATION_PATTERN: "expected a Go-style duration such as 30s, 5m, 168h or 1h30m",
     DNS_LABEL_PATTERN: "expected a DNS-1123 label: lower-case letters, digits and '-', "
     "starting and ending with a letter or digit",
-    URI_PATTERN: "expected file:///path, s3://bucket/key or an absolute path",
+    URI_PATTERN: "expected file:///path, an absolute path, s3://bucket/key, gs://bucket/key or "
+    "https://host/path",
     HTTP_URL_PATTERN: "expected an http:// or https:// URL",
     SHA256_PATTERN: "expected 64 lower-case hex digits",
     NAME_PATTERN: "expected letters, digits, '-', '_' or '.', starting and ending with a letter "

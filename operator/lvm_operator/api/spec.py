@@ -34,8 +34,25 @@ from .durations import (
 
 #: A DNS-1123 label: lower-case alphanumerics and '-', at most 63 characters.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: file:///abs/path, s3://bucket/key, or an absolute path on a mounted volume.
-URI_PATTERN = r"^(file:///|s3://[a-z0-9][-a-z0-9.]*[a-z0-9]/|/)[^\s]+$"
+#: file:///abs/path, an absolute path on a mounted volume, or object storage (REMOTE_URI_SCHEMES).
+URI_PATTERN = (r"^(file:///|s3://[a-z0-9][-a-z0-9.]*[a-z0-9]/|gs://[a-z0-9][-a-z0-9._]*[a-z0-9]/"
+               r"|https://[^\s/@]+/|/)[^\s]+$")
+#: A CEL test of a ``uri`` that is fetched from object storage (its sha256 is then required).
+_REMOTE_CEL = ("self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || "
+               "self.uri.startsWith('https://')")
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.startswith(("s3://", "gs://", "https://"))
+
+
+def _remote_needs_sha256(what: str) -> Rule:
+    return Rule(
+        cel=f"!({_REMOTE_CEL}) || has(self.sha256)",
+        message=f"{what}.sha256 is required when {what}.uri is in object storage (s3://, gs://, "
+                "https://): the node cache is keyed by it; put the digest sha256sum prints",
+        check=lambda v: not _is_remote(v.uri) or v.sha256 is not None,
+        field_path=".sha256", reason="FieldValueRequired")
 #: http(s)://host[:port][/path]; no userinfo (user:password@), which would end up in logs.
 HTTP_URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -137,8 +154,10 @@ class ModelVersion(ApiModel):
     )
     checkpoint: Uri = Field(
         description=(
-            "Where the weights are: file:///path, s3://bucket/key, or an absolute path on a "
-            "volume mounted on the serving nodes."
+            "Where the weights are: file:///path or an absolute path on a volume mounted on the "
+            "serving nodes, or s3://bucket/key (AWS_ENDPOINT_URL for S3-compatible stores), "
+            "gs://bucket/key, https://host/path, fetched once per node into a cache keyed by "
+            "sha256."
         )
     )
     sha256: Sha256 = Field(
@@ -182,10 +201,14 @@ class ConceptBank(ApiModel):
 
     uri: Uri = Field(
         description=(
-            "Location of the concept bank: file:///path, s3://bucket/key or an absolute path."
+            "Location of the concept bank: file:///path, an absolute path, s3://bucket/key, "
+            "gs://bucket/key or https://host/path."
         )
     )
-    sha256: Sha256 | None = Field(None, description="Optional SHA-256 of the concept bank file.")
+    sha256: Sha256 | None = Field(
+        None, description="SHA-256 of the concept bank file; required for object storage.")
+
+    cel_rules = (_remote_needs_sha256("conceptBank"),)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,14 +657,18 @@ class Analysis(ApiModel):
 class EvalSetRef(ApiModel):
     """A held-out eval set (format: ``lvm_serving.synthetic``, written by the train command)."""
 
-    uri: Uri = Field(description="Location of eval_set.npz: file:///path or an absolute path.")
+    uri: Uri = Field(description="Location of eval_set.npz: file:///path, an absolute path, "
+                     "s3://bucket/key, gs://bucket/key or https://host/path.")
     sha256: Sha256 | None = Field(
         None,
         description=(
-            "SHA-256 of the eval set, verified on load. Leave it unset for an eval set that is "
-            "refreshed in place (each result records the digest it was computed on)."
+            "SHA-256 of the eval set, verified on load; required for object storage. Leave it "
+            "unset for a local eval set that is refreshed in place (each result records the "
+            "digest it was computed on)."
         ),
     )
+
+    cel_rules = (_remote_needs_sha256("evaluation.evalSet"),)
 
 
 class PreRolloutGate(ApiModel):

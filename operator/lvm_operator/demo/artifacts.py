@@ -15,7 +15,8 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lvm_operator.devstack.tools import cache_dir
@@ -92,3 +93,27 @@ def ensure(recipe: Recipe, root: Path | None = None) -> Artifact:
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     return _load(recipe, directory)
+
+
+#: The demo's bucket in the local object store.
+BUCKET = "lvm-demo"
+
+
+def publish(art: Artifact, store) -> Artifact:
+    """Upload ``art``'s checkpoint, concept bank and eval set to the stack's S3 store (a
+    :class:`~lvm_operator.devstack.object_store.SeaweedS3`); the returned artifact names them by
+    ``s3://`` URI, with the same digests (checked against the uploaded bytes)."""
+    def up(uri: str, digest: str, key: str) -> str:
+        s3_uri, uploaded = store.put_file(BUCKET, key, Path(urllib.parse.urlparse(uri).path))
+        if uploaded != digest:
+            raise RuntimeError(f"{uri} changed since it was trained: sha256 {uploaded}, "
+                               f"metrics.json says {digest}; delete {art.directory} to retrain")
+        return s3_uri
+
+    return replace(
+        art,
+        checkpoint_uri=up(art.checkpoint_uri, art.checkpoint_sha256,
+                          f"{art.version}/best_val_hit5.pt"),
+        bank_uri=up(art.bank_uri, art.bank_sha256, f"concepts/{art.bank_sha256[:12]}.npz"),
+        eval_uri=up(art.eval_uri, art.eval_sha256, f"eval/{art.eval_sha256[:12]}.npz"),
+    )

@@ -41,7 +41,8 @@ def run_demo(run_dir: Path, keep: bool, console: Console,
                       (slow, "candidate + 15 ms per request (fault injection)")):
         console.print(f"  {art.version:20} eval Hit@5 proxy {art.hit5_proxy:.3f}  {note}")
 
-    console.print("starting kube-apiserver + etcd, a two-node Ray cluster and Prometheus…")
+    console.print("starting kube-apiserver + etcd, a two-node Ray cluster, Prometheus and an "
+                  "S3 store (SeaweedFS)…")
     try:
         stack = start_stack(run_dir)
     except ComponentError as exc:
@@ -52,6 +53,10 @@ def run_demo(run_dir: Path, keep: bool, console: Console,
     try:
         for key, value in stack.endpoints().items():
             console.print(f"  {key:15} {value}")
+        console.print(f"uploading the versions to the local object store (s3://{artifacts.BUCKET})…")
+        champion, good, slow = (artifacts.publish(a, stack.object_store)
+                                for a in (champion, good, slow))
+        console.print(f"  {champion.checkpoint_uri}  {good.checkpoint_uri}  {slow.checkpoint_uri}")
         for crd in CRDS:
             print(kubectl(stack, "apply", "--server-side", "-f", str(crd)).strip())
         kubectl(stack, "wait", "--for=condition=Established", "--all", "crd", "--timeout=60s")

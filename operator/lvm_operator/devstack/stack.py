@@ -1,4 +1,4 @@
-"""The whole local stack: control plane, Prometheus and a two-node Ray cluster.
+"""The whole local stack: control plane, Prometheus, a two-node Ray cluster and an S3 store.
 
 Used in two ways:
 
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .control_plane import ControlPlane, start_control_plane
+from .object_store import SeaweedS3
 from .procs import ComponentError, kill_session, session_processes
 from .prometheus import PrometheusServer
 from .ray_cluster import RayCluster, start_ray_cluster
 from .tools import Tools, cache_dir, locate
 
-COMPONENTS = ("kube", "prometheus", "ray")
+COMPONENTS = ("kube", "prometheus", "ray", "s3")
 
 
 def default_run_dir() -> Path:
@@ -39,6 +40,7 @@ class Stack:
     control_plane: ControlPlane | None = None
     prometheus: PrometheusServer | None = None
     ray: RayCluster | None = None
+    object_store: SeaweedS3 | None = None
     extra_sessions: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -55,7 +57,15 @@ class Stack:
         if self.ray:
             env["RAY_ADDRESS"] = self.ray.gcs_address
             env["LVM_RAY_DASHBOARD_URL"] = self.ray.dashboard_url
+        env.update(self.node_env())
         return env
+
+    def node_env(self) -> dict[str, str]:
+        """What reads artifacts from the stack's object store (Ray nodes, evaluators)."""
+        if not self.object_store:
+            return {}
+        return {**self.object_store.client_env(),
+                "LVM_ARTIFACT_CACHE": str(self.run_dir / "artifact-cache")}
 
     def endpoints(self) -> dict[str, str]:
         out = {"run_dir": str(self.run_dir)}
@@ -68,6 +78,8 @@ class Stack:
             out["ray-gcs"] = self.ray.gcs_address
             out["ray-dashboard"] = self.ray.dashboard_url
             out["ray-metrics"] = ",".join(self.ray.metrics_targets)
+        if self.object_store:
+            out["s3"] = self.object_store.endpoint
         return out
 
     def sessions(self) -> dict[str, int]:
@@ -80,6 +92,8 @@ class Stack:
         if self.ray:
             for node in self.ray.nodes:
                 sids[f"ray-{node.role}"] = node.process.sid
+        if self.object_store and self.object_store.process:
+            sids["seaweedfs"] = self.object_store.process.sid
         sids.update(self.extra_sessions)
         return {k: v for k, v in sids.items() if v is not None}
 
@@ -97,6 +111,8 @@ class Stack:
             self.ray.stop()
         if self.prometheus:
             self.prometheus.stop()
+        if self.object_store:
+            self.object_store.stop()
         if self.control_plane:
             self.control_plane.stop()
         (self.run_dir / "state.json").unlink(missing_ok=True)
@@ -116,8 +132,10 @@ def start_stack(
     try:
         if "kube" in components:
             stack.control_plane = start_control_plane(stack.tools, run_dir)
+        if "s3" in components:
+            stack.object_store = SeaweedS3(run_dir / "seaweedfs").start()
         if "ray" in components:
-            stack.ray = start_ray_cluster(run_dir)
+            stack.ray = start_ray_cluster(run_dir, extra_env=stack.node_env())
         if "prometheus" in components:
             jobs = {"ray": stack.ray.metrics_targets} if stack.ray else {}
             stack.prometheus = PrometheusServer(

@@ -31,6 +31,9 @@ VERSION_APP_SEPARATOR = "--"
 #: Set to 1 on the serving processes to honour a checkpoint's FAULT INJECTION switches (the
 #: local test and demo stack does); unset, such a checkpoint is refused when it loads.
 ALLOW_FAULT_INJECTION_ENV = "LVM_ALLOW_FAULT_INJECTION"
+#: URI schemes of artifacts (checkpoints, concept banks, eval sets) the serving side fetches from
+#: object storage (lvm_serving.remote); besides them: file:///path and absolute paths.
+REMOTE_URI_SCHEMES = ("s3", "gs", "https")
 #: How long the router waits for a version's answer unless its args say otherwise
 #: (``request_timeout_s``, from ``spec.routing.requestTimeout``).
 ROUTER_REQUEST_TIMEOUT_S = 30.0
