@@ -10,6 +10,7 @@ the shape KubeRay writes them (patched into the status subresource here, as Kube
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,17 @@ def test_missing_rayservice_and_missing_crd_say_what_to_do(kube, ns, monkeypatch
     monkeypatch.setattr(rs, "VERSION", "v9alpha9")
     with pytest.raises(BackendNotFound, match="CRD is not installed"):
         backend.observe("lvm")
+
+
+def test_the_rayservice_example_passes_the_apiservers_validation(kube, ns):
+    """examples/kuberay/rayservice.yaml, server-side dry-run against KubeRay's real CRD (its
+    OpenAPI schema: worker groups, rayStartParams, envFrom, volumes, tolerations...)."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "kuberay"
+                          / "rayservice.yaml").read_text())
+    doc["metadata"]["namespace"] = ns
+    out = kube.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-",
+                       input=yaml.safe_dump(doc)).stdout
+    applied = json.loads(out)
+    assert applied["spec"]["serveConfigV2"] == doc["spec"]["serveConfigV2"]
+    groups = applied["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["pool-a10", "pool-a100"]

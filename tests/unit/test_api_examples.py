@@ -115,4 +115,39 @@ def test_the_rayservice_example_pins_the_exporter_and_the_feedback_key():
             assert "secretKeyRef" in env["LVM_FEEDBACK_KEY"]["valueFrom"]
     pools = {g["groupName"]: json.loads(json.loads(g["rayStartParams"]["resources"]))
              for g in cluster["workerGroupSpecs"]}
-    assert pools == {"pool-a10": {"pool_a10": 8}, "pool-a100": {"pool_a100": 8}}
+    assert pools == {"pool-a10": {"a10": 8}, "pool-a100": {"a100": 8}}
+    for group in groups:  # object-store credentials from a Secret, a cache volume per pod
+        for container in group["template"]["spec"]["containers"]:
+            assert {"secretRef": {"name": "lvm-object-store"}} in container["envFrom"]
+            env = {e["name"]: e for e in container["env"]}
+            assert env["LVM_ARTIFACT_CACHE"]["value"] == container["volumeMounts"][0]["mountPath"]
+            assert "LVM_ALLOW_FAULT_INJECTION" not in env
+
+
+def test_the_rayservice_example_holds_what_the_operator_writes_for_the_phase2_canary():
+    """Its serveConfigV2 is exactly the operator's rendering of examples/phase2-canary.yaml at
+    step 1 (10%, shadow), Ray Serve's own schema accepts it, and every version's nodePool is a
+    custom resource one worker group offers (a version asking for a pool nobody offers would
+    never be scheduled)."""
+    import json
+
+    from ray.serve.schema import ServeDeploySchema
+
+    from lvm_operator.controller import adapter
+    from lvm_operator.decision import Phase, RolloutState
+    from lvm_serving.contracts.serve_config import render_applications
+
+    doc = yaml.safe_load((EXAMPLES[0].parent / "kuberay" / "rayservice.yaml").read_text())
+    canary = yaml.safe_load((EXAMPLES[0].parent / "phase2-canary.yaml").read_text())
+    canary["metadata"]["namespace"] = doc["metadata"]["namespace"]
+    spec = parse_rollout(canary).spec
+    state = RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=10,
+                         shadow=True)
+    want = render_applications(adapter.app_spec_for(spec, "ml/lvm", state, None, None, now=0.0))
+    config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    assert config == {"applications": want}
+    ServeDeploySchema.model_validate(config)
+    offered = set()
+    for g in doc["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        offered |= set(json.loads(json.loads(g["rayStartParams"]["resources"])))
+    assert {spec.champion.node_pool, spec.candidate.node_pool} <= offered
