@@ -26,6 +26,7 @@ from lvm_serving.contracts.eval_result import (
     compact,
     encode,
     error_result,
+    provenance,
 )
 
 
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval_set_sha256": eval_set.sha256, "bank_sha256": bank_sha,
         "family": predictor.family, **result,
         "seconds": round(time.perf_counter() - started, 3),
+        **({"provenance": provenance(loaded.source_format, loaded.metrics, loaded.meta)}
+           if loaded is not None else {}),
     }
 
 

@@ -419,6 +419,11 @@ def test_the_phase2_canary_layout_runs_from_the_object_store(
                                  f"operator log:\n{operator.log.read_text()[-3000:]}") from None
         gate = status()["evaluation"]["gate"]
         assert gate["verdict"] == "pass", gate  # both versions evaluated from the store
+        history = status()["evaluation"]["history"]
+        assert {h["version"] for h in history} == {"phase1-baseline", "phase2-500ctx"}
+        for h in history:  # each checkpoint's own training record, next to the measured Hit@5
+            assert h["provenance"]["source"] == "lvm-rollout-checkpoint/1", h
+            assert 0 <= h["provenance"]["hit5"] <= 1
         base = f"http://127.0.0.1:{serve_http_port}/lvm-s3"
         rng = np.random.default_rng(0)
         for version, length in (("phase1-baseline", 100), ("phase2-500ctx", 500)):

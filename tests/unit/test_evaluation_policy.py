@@ -275,3 +275,33 @@ def test_result_from_output_keeps_numbers_and_errors():
     assert failed.error == "Checksum: sha256 mismatch" and failed.hit5 is None
     garbage = policy.result_from_output(EvalPurpose.GATE, CAND, ev(), {"hello": 1}, T0)
     assert "unexpected evaluation output" in garbage.error
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    # a seed checkpoint's val_results (Phase-2 500-ctx) and epoch
+    ({"source": "seed", "epoch": 7, "hit@1": 0.5, "hit@5": 0.6652, "hit@10": 0.7478},
+     {"source": "seed", "epoch": 7, "hit1": 0.5, "hit5": 0.6652, "hit10": 0.7478}),
+    ({"source": "lvm-rollout-checkpoint/1", "hit@5": 0.91},
+     {"source": "lvm-rollout-checkpoint/1", "hit5": 0.91}),
+    # an odd record is left out; the evaluation itself still counts
+    ({"source": "seed", "epoch": -3}, None),
+    ({"source": "a b c <script>"}, None),
+    ("not a mapping", None),
+])
+def test_the_checkpoints_own_record_is_kept_when_usable(raw, want):
+    out = {"format": "lvm-eval-result", "format_version": 1, "n": 512, "hit@5": 0.7,
+           "provenance": raw}
+    r = policy.result_from_output(EvalPurpose.GATE, CAND, ev(), out, T0)
+    assert r.hit5 == 0.7 and r.error is None
+    got = None if r.provenance is None else r.provenance.model_dump(exclude_none=True)
+    assert got == want
+
+
+def test_provenance_takes_numbers_and_the_epoch_only():
+    from lvm_serving.contracts.eval_result import provenance
+
+    seed = provenance("seed", {"hit@5": 0.6652, "hit@1": "0.5", "loss_total": 0.61},
+                      {"epoch": 7, "args": {"data": "x" * 5000}})
+    assert seed == {"source": "seed", "hit@5": 0.6652, "epoch": 7}
+    ours = provenance("lvm-rollout-checkpoint/1", {"eval": {"hit@5": 0.9, "hit@10": 1.5}}, {})
+    assert ours == {"source": "lvm-rollout-checkpoint/1", "hit@5": 0.9}

@@ -212,3 +212,17 @@ def test_durations_are_decision_fmt_durations():
     assert views.relative(at(T0 - 5).isoformat(), now) == "5s ago"
     assert views.age(at(T0 - 8 * 86400 - 3600).isoformat(), now) == "8d 1h"
     assert views.relative(None, now) == "" and views.age("not a time", now) == ""
+
+
+def test_a_checkpoints_recorded_training_numbers_are_shown_beside_the_measured_ones():
+    story = Story()
+    obj = story.obj()
+    obj["status"]["evaluation"] = {"history": [{
+        "purpose": "gate", "version": CANDIDATE, "time": at(T0).isoformat(), "sequences": 512,
+        "hit1": 0.41, "hit5": 0.62, "hit10": 0.7,
+        "provenance": {"source": "seed", "epoch": 7, "hit1": 0.5, "hit5": 0.6652,
+                       "hit10": 0.7478}}]}
+    out = text(obj, T0 + 60)
+    line = next(x for x in out.splitlines() if x.startswith("Trained"))
+    assert f"{CANDIDATE} (seed checkpoint, epoch 7): recorded val Hit@1 50.0%, Hit@5 66.5%" \
+        in line, line

@@ -47,6 +47,9 @@ class ConditionStatus(StrEnum):
 
 
 Text = Annotated[str, StringConstraints(max_length=1024)]
+#: A checkpoint format name ("seed", "lvm-rollout-checkpoint/1", "safetensors/1").
+FormatName = Annotated[str, StringConstraints(min_length=1, max_length=63,
+                                              pattern=r"^[A-Za-z0-9._/-]+$")]
 
 
 class Measurement(ApiModel):
@@ -300,6 +303,18 @@ class LaneResult(ApiModel):
     hit10: Ratio | None = None
 
 
+class Provenance(ApiModel):
+    """What the checkpoint itself records about its training (a seed checkpoint's
+    ``val_results`` and ``epoch``): not measured here, shown beside what is."""
+
+    source: FormatName = Field(
+        description="The checkpoint's format: seed, lvm-rollout-checkpoint/1, safetensors/1.")
+    epoch: Int | None = Field(None, ge=0, description="The training epoch it was saved at.")
+    hit1: Ratio | None = Field(None, description="Recorded validation Hit@1.")
+    hit5: Ratio | None = Field(None, description="Recorded validation Hit@5.")
+    hit10: Ratio | None = Field(None, description="Recorded validation Hit@10.")
+
+
 class EvalResult(ApiModel):
     """One evaluation of one version on the eval set (Hit@K exact, fractions)."""
 
@@ -318,6 +333,8 @@ class EvalResult(ApiModel):
     empty_hit_rate: Ratio | None = None
     nan_rate: Ratio | None = None
     lanes: list[LaneResult] | None = Field(None, max_length=NUM_LANES)
+    provenance: Provenance | None = Field(
+        None, description="The checkpoint's own training record (recorded, not measured).")
     error: Text | None = Field(None, description="Why the evaluation failed; unset on success.")
 
 

@@ -45,6 +45,7 @@ from ..api import (
     LaneFlag,
     LaneResult,
     LaneSource,
+    Provenance,
 )
 from ..decision.fmt import fraction as _pct
 
@@ -101,6 +102,7 @@ def result_from_output(purpose: EvalPurpose, subject: Subject, ev: Evaluation,
     ]
     sha = output.get("eval_set_sha256") or None
     return EvalResult(
+        provenance=_provenance(output.get("provenance")),
         **common, eval_set_sha256=sha, seconds=output.get("seconds"),
         sequences=int(output["n"]),
         hit1=_ratio(output.get("hit@1")), hit5=_ratio(output.get("hit@5")),
@@ -108,6 +110,18 @@ def result_from_output(purpose: EvalPurpose, subject: Subject, ev: Evaluation,
         empty_hit_rate=_ratio(output.get("empty_hit_rate")),
         nan_rate=_ratio(output.get("nan_rate")), lanes=lanes or None,
     )
+
+
+def _provenance(raw: Any) -> Provenance | None:
+    """The checkpoint's recorded training numbers, when the evaluator reported usable ones."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return Provenance(source=raw.get("source") or "unknown",
+                          epoch=raw.get("epoch"), hit1=_ratio(raw.get("hit@1")),
+                          hit5=_ratio(raw.get("hit@5")), hit10=_ratio(raw.get("hit@10")))
+    except (ValueError, TypeError):  # an odd record is left out, never a failed evaluation
+        return None
 
 
 def same_subject(r: EvalResult, subject: Subject, ev: Evaluation) -> bool:

@@ -365,11 +365,19 @@ def _evaluation_sections(status: dict, now: datetime) -> list[Any]:
                          f"{relative(r.get('startedAt'), now)}")
         table = _section("Evaluation", ("VERSION", "PURPOSE", "WHEN", "SEQUENCES", "HIT@1",
                                         "HIT@5", "HIT@10", "ERROR"))
+        recorded: dict[str, dict] = {}
         for r in (ev.get("history") or [])[-6:]:
             table.add_row(r.get("version", ""), r.get("purpose", ""),
                           relative(r.get("time"), now), str(r.get("sequences") or "—"),
                           _pct(r.get("hit1")), _pct(r.get("hit5")), _pct(r.get("hit10")),
                           r.get("error") or "")
+            if r.get("provenance"):
+                recorded[r.get("version", "")] = r["provenance"]
+        for version, p in sorted(recorded.items()):  # the checkpoint's own record
+            epoch = f", epoch {p['epoch']}" if p.get("epoch") is not None else ""
+            grid.add_row("Trained", f"{version} ({p.get('source')} checkpoint{epoch}): recorded "
+                         f"val Hit@1 {_pct(p.get('hit1'))}, Hit@5 {_pct(p.get('hit5'))}, "
+                         f"Hit@10 {_pct(p.get('hit10'))}")
         out += [grid, table]
     lh = status.get("laneHealth")
     if lh:

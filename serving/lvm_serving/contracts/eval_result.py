@@ -8,7 +8,11 @@ how it is written and how it is read all live here, with no I/O and no torch::
      "checkpoint_sha256": …, "eval_set_sha256": …, "bank_sha256": …, "family": …,
      "n": 512, "hit@1": …, "hit@5": …, "hit@10": …, "hit@5_proxy": …,
      "empty_hit_rate": …, "nan_rate": …, "seconds": …,
-     "per_lane": {"0": {"n": 32, "hit@1": …, "hit@5": …, "hit@10": …}, …}}
+     "per_lane": {"0": {"n": 32, "hit@1": …, "hit@5": …, "hit@10": …}, …},
+     "provenance": {"source": "seed", "epoch": 7, "hit@1": …, "hit@5": …, "hit@10": …}}
+
+``provenance`` is what the checkpoint itself records about its training (the seed's
+``val_results`` and ``epoch``; our trainer's eval): numbers and a format name only.
 
 Hit@K is *exact* (the true next concept among the top K retrieved), as in the seed's eval set
 check; fractions in [0, 1]. A failure is ``{"format": …, "format_version": …, "error": "…",
@@ -27,6 +31,26 @@ RESULT_FORMAT_VERSION = 1
 #: Per-lane numbers kept in the result (the operator's status stores these).
 LANE_KEYS = ("n", "hit@1", "hit@5", "hit@10")
 OVERALL_KEYS = ("n", "hit@1", "hit@5", "hit@10", "hit@5_proxy", "empty_hit_rate", "nan_rate")
+
+
+#: What the operator keeps of a checkpoint's own training record (see :func:`provenance`).
+PROVENANCE_KEYS = ("hit@1", "hit@5", "hit@10")
+
+
+def provenance(source_format: str, metrics: Mapping[str, Any],
+               meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint's recorded validation Hit@K and epoch, numbers only (a seed checkpoint's
+    ``val_results``; ours keep their eval under ``metrics["eval"]``)."""
+    record = metrics.get("eval") if isinstance(metrics.get("eval"), Mapping) else metrics
+    out: dict[str, Any] = {"source": str(source_format)[:63]}
+    for key in PROVENANCE_KEYS:
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            out[key] = float(value)
+    epoch = meta.get("epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+        out["epoch"] = epoch
+    return out
 
 
 def compact(result: Mapping[str, Any]) -> dict[str, Any]:
