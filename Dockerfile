@@ -13,7 +13,7 @@ ENV PATH=/opt/lvm-rollout/bin:$PATH
 WORKDIR /src
 # The project depends on torch (serving's model families); the operator only runs a model in its
 # offline-evaluation child processes, on CPU, so take the CPU-only wheel (a far smaller image).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3,<3"
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.6,<3"
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY serving ./serving

@@ -233,7 +233,21 @@ def _safe_globals() -> list[Any]:
     ]
 
 
+#: ``weights_only=True`` is a security boundary only from torch 2.6 (CVE-2025-32434).
+MIN_TORCH = (2, 6)
+
+
+def _torch_version(text: str) -> tuple[int, int]:
+    major, minor = (text.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def _torch_load(f: BinaryIO, path: Path) -> Any:
+    if _torch_version(torch.__version__) < MIN_TORCH:
+        raise UnsafeCheckpointError(
+            f"checkpoint {path}: torch {torch.__version__} cannot load pickles safely "
+            f"(weights_only=True is bypassable before {'.'.join(map(str, MIN_TORCH))}, "
+            "CVE-2025-32434); upgrade torch", path=str(path))
     # A zip archive is a real torch checkpoint, so a pickle error there is a refusal; outside a
     # zip (legacy format or junk) only a refused global is, anything else is garbage.
     is_zip = zipfile.is_zipfile(f)

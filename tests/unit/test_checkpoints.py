@@ -319,3 +319,14 @@ def test_fault_injection_switches_are_refused_unless_the_deployment_allows_them(
     clean = build_model("memory_gru", {"d_model": 8, "hidden": 4, "memory_slots": 2,
                                        "fusion_dim": 4, "mlp_dim": 4, "num_layers": 1})
     load_checkpoint(tmp_path / "c.pt", save_checkpoint(tmp_path / "c.pt", clean))
+
+
+def test_a_torch_that_cannot_load_pickles_safely_is_refused(tmp_path, tiny_ckpt, monkeypatch):
+    from lvm_serving import checkpoints
+
+    assert checkpoints._torch_version("2.15.0+cu132") == (2, 15)
+    assert checkpoints._torch_version("2.5.1") < checkpoints.MIN_TORCH
+    path, digest, _ = tiny_ckpt
+    monkeypatch.setattr(checkpoints.torch, "__version__", "2.5.1")
+    with pytest.raises(UnsafeCheckpointError, match="CVE-2025-32434"):
+        load_checkpoint(path, digest)
