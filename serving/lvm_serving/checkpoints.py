@@ -238,7 +238,7 @@ MIN_TORCH = (2, 6)
 
 
 def _torch_version(text: str) -> tuple[int, int]:
-    major, minor = (text.split("+")[0].split(".") + ["0"])[:2]
+    major, minor = [*text.split("+")[0].split("."), "0"][:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
