@@ -96,7 +96,7 @@ def manifest(ns: str, prom_url: str, steps, *, max_hold="30s", warm="3s",
         "metadata": {"name": "lvm", "namespace": ns},
         "spec": {
             "champion": version(CHAMPION, "a10"), "candidate": version(CANDIDATE, "a100"),
-            "conceptBank": {"uri": "file:///tmp/lvm-e2e/bank.npz"},
+            "conceptBank": {"uri": "file:///tmp/lvm-e2e/bank.npz", "sha256": "b" * 64},
             "steps": [{"weight": w, "duration": d} for w, d in steps],
             "analysis": {
                 "guardrails": {"interval": guard, "consecutiveBreaches": consecutive},

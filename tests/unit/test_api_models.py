@@ -45,7 +45,8 @@ MINIMAL = _load_corpus().minimal_manifest()
 MINIMAL_DEFAULTED_SPEC = {
     "champion": {**MINIMAL["spec"]["champion"], "replicas": {"min": 1, "max": 4}},
     "candidate": {**MINIMAL["spec"]["candidate"], "replicas": {"min": 1, "max": 4}},
-    "conceptBank": {"uri": "/concepts/bank.npz"},
+    "conceptBank": {"uri": "/concepts/bank.npz",
+                    "sha256": "4c45fcfc791833d1d7b20496bf33754b2154b9404a8ea488ca48f5b8a0e86c33"},
     "routing": {"mode": "weighted", "requestTimeout": "30s"},
     "steps": [{"weight": 100, "duration": "1m", "shadow": False}],
     "analysis": {

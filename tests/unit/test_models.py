@@ -330,3 +330,18 @@ def test_hits_exact_and_proxy_use_the_seed_thresholds():
     assert h["hit@10_exact"].tolist() == [True, True, True, False]
     nan = hits(np.full(2, np.nan), [7] * 10, 7, [1.0, 0.0])
     assert not any(v.any() for v in nan.values())
+
+
+def test_the_normalised_memory_is_reused_only_while_the_slots_stay_the_same():
+    model = tiny("memory_gru")
+    bank = model.memory
+    with torch.inference_mode():
+        first = bank.unit_slots()
+        assert bank.unit_slots() is first  # serving: computed once
+    with torch.no_grad():
+        bank.memory.mul_(2.0).add_(1.0)  # an in-place write (a load_state_dict does the same)
+        again = bank.unit_slots()
+    assert again is not first
+    torch.testing.assert_close(again, F.normalize(bank.memory, dim=-1))
+    model.train()
+    assert bank.unit_slots() is not again  # training never reuses it

@@ -205,10 +205,10 @@ class ConceptBank(ApiModel):
             "gs://bucket/key or https://host/path."
         )
     )
-    sha256: Sha256 | None = Field(
-        None, description="SHA-256 of the concept bank file; required for object storage.")
-
-    cel_rules = (_remote_needs_sha256("conceptBank"),)
+    sha256: Sha256 = Field(
+        description="SHA-256 of the concept bank file, verified on load by every replica (an "
+                    "unpinned bank could differ between replicas and between versions)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------

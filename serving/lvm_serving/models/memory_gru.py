@@ -63,10 +63,25 @@ class CosineMemory(nn.Module):
         self.query_proj = nn.Linear(hidden, d_model)
         self.write_gate = nn.Linear(hidden, slots)
 
+        self._unit: Tensor | None = None  # the L2-normalised slots, while they do not change
+        self._unit_key: tuple | None = None
+
+    def unit_slots(self) -> Tensor:
+        """``L2(memory)``. Serving reads the same slots on every request, so in eval mode the
+        normalised copy is kept until the buffer changes (a load, a move, an in-place write:
+        its data pointer or version counter moves); training always recomputes it."""
+        m = self.memory
+        if self.training or torch.is_grad_enabled():
+            return F.normalize(m, dim=-1)
+        key = (m.data_ptr(), m._version, m.device, m.dtype)
+        if self._unit is None or self._unit_key != key:
+            self._unit, self._unit_key = F.normalize(m, dim=-1), key
+        return self._unit
+
     def read(self, query: Tensor) -> Tensor:
         """``[N, H] -> [N, D]``: cosine attention over the slots, a sum of the raw slots."""
         p = F.normalize(self.query_proj(query), dim=-1)
-        scores = p @ F.normalize(self.memory, dim=-1).t()
+        scores = p @ self.unit_slots().t()
         return torch.softmax(scores, dim=-1) @ self.memory
 
 
