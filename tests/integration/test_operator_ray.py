@@ -429,8 +429,9 @@ def test_the_phase2_canary_layout_runs_from_the_object_store(
         for version, length in (("phase1-baseline", 100), ("phase2-500ctx", 500)):
             ctx = rng.standard_normal((length, 128)).astype(np.float32)
             ctx /= np.linalg.norm(ctx, axis=1, keepdims=True)
-            r = httpx.post(f"{base}/predict", json={"context": ctx.round(5).tolist(), "k": 5, "lane": 3},
-                           headers={"x-lvm-version": version}, timeout=60)
+            body = {"context": ctx.round(5).tolist(), "k": 5, "lane": 3}
+            r = httpx.post(f"{base}/predict", json=body, headers={"x-lvm-version": version},
+                           timeout=60)
             assert r.status_code == 200, r.text[:500]
             assert r.json()["version"] == version
     finally:

@@ -279,8 +279,10 @@ def test_result_from_output_keeps_numbers_and_errors():
 
 @pytest.mark.parametrize(("raw", "want"), [
     # a seed checkpoint's val_results (Phase-2 500-ctx) and epoch
-    ({"source": "seed", "epoch": 7, "hit@1": 0.5, "hit@5": 0.6652, "hit@10": 0.7478},
-     {"source": "seed", "epoch": 7, "hit1": 0.5, "hit5": 0.6652, "hit10": 0.7478}),
+    ({"source": "seed", "epoch": 7, "hit@1": 0.5, "hit@5": 0.6652, "hit@10": 0.7478,
+      "args": {"lr": 0.0005, "min_length": 500}},
+     {"source": "seed", "epoch": 7, "hit1": 0.5, "hit5": 0.6652, "hit10": 0.7478,
+      "args": {"lr": 0.0005, "min_length": 500}}),
     ({"source": "lvm-rollout-checkpoint/1", "hit@5": 0.91},
      {"source": "lvm-rollout-checkpoint/1", "hit5": 0.91}),
     # an odd record is left out; the evaluation itself still counts
@@ -301,7 +303,9 @@ def test_provenance_takes_numbers_and_the_epoch_only():
     from lvm_serving.contracts.eval_result import provenance
 
     seed = provenance("seed", {"hit@5": 0.6652, "hit@1": "0.5", "loss_total": 0.61},
-                      {"epoch": 7, "args": {"data": "x" * 5000}})
-    assert seed == {"source": "seed", "hit@5": 0.6652, "epoch": 7}
+                      {"epoch": 7, "args": {"data": "x" * 5000, "lr": 5e-4, "min_length": 500,
+                                            "device": "mps", "seed": 42, "patience": True}})
+    assert seed == {"source": "seed", "hit@5": 0.6652, "epoch": 7,
+                    "args": {"lr": 5e-4, "min_length": 500, "seed": 42}}
     ours = provenance("lvm-rollout-checkpoint/1", {"eval": {"hit@5": 0.9, "hit@10": 1.5}}, {})
     assert ours == {"source": "lvm-rollout-checkpoint/1", "hit@5": 0.9}

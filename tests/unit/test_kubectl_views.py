@@ -221,8 +221,9 @@ def test_a_checkpoints_recorded_training_numbers_are_shown_beside_the_measured_o
         "purpose": "gate", "version": CANDIDATE, "time": at(T0).isoformat(), "sequences": 512,
         "hit1": 0.41, "hit5": 0.62, "hit10": 0.7,
         "provenance": {"source": "seed", "epoch": 7, "hit1": 0.5, "hit5": 0.6652,
-                       "hit10": 0.7478}}]}
+                       "hit10": 0.7478, "args": {"min_length": 500, "lr": 0.0005}}}]}
     out = text(obj, T0 + 60)
     line = next(x for x in out.splitlines() if x.startswith("Trained"))
     assert f"{CANDIDATE} (seed checkpoint, epoch 7): recorded val Hit@1 50.0%, Hit@5 66.5%" \
         in line, line
+    assert line.endswith("trained with lr=0.0005, min_length=500"), line

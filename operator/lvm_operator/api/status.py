@@ -16,6 +16,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
+from lvm_serving.contracts.eval_result import PROVENANCE_ARGS
 from lvm_serving.contracts.metrics import NUM_LANES
 
 from ..decision.model import GateVerdict, Phase, Verdict
@@ -47,6 +48,9 @@ class ConditionStatus(StrEnum):
 
 
 Text = Annotated[str, StringConstraints(max_length=1024)]
+#: A training argument's name (from a checkpoint's record).
+ProvenanceArg = Annotated[str, StringConstraints(min_length=1, max_length=63,
+                                                 pattern=r"^[a-z][a-z0-9_]*$")]
 #: A checkpoint format name ("seed", "lvm-rollout-checkpoint/1", "safetensors/1").
 FormatName = Annotated[str, StringConstraints(min_length=1, max_length=63,
                                               pattern=r"^[A-Za-z0-9._/-]+$")]
@@ -313,6 +317,9 @@ class Provenance(ApiModel):
     hit1: Ratio | None = Field(None, description="Recorded validation Hit@1.")
     hit5: Ratio | None = Field(None, description="Recorded validation Hit@5.")
     hit10: Ratio | None = Field(None, description="Recorded validation Hit@10.")
+    args: dict[ProvenanceArg, Float] | None = Field(
+        None, max_length=len(PROVENANCE_ARGS),
+        description="Numeric training arguments it records (epochs, lr, min_length, seed...).")
 
 
 class EvalResult(ApiModel):

@@ -119,7 +119,8 @@ def _provenance(raw: Any) -> Provenance | None:
     try:
         return Provenance(source=raw.get("source") or "unknown",
                           epoch=raw.get("epoch"), hit1=_ratio(raw.get("hit@1")),
-                          hit5=_ratio(raw.get("hit@5")), hit10=_ratio(raw.get("hit@10")))
+                          hit5=_ratio(raw.get("hit@5")), hit10=_ratio(raw.get("hit@10")),
+                          args=raw.get("args") or None)
     except (ValueError, TypeError):  # an odd record is left out, never a failed evaluation
         return None
 

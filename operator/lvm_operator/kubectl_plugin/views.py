@@ -377,7 +377,10 @@ def _evaluation_sections(status: dict, now: datetime) -> list[Any]:
             epoch = f", epoch {p['epoch']}" if p.get("epoch") is not None else ""
             grid.add_row("Trained", f"{version} ({p.get('source')} checkpoint{epoch}): recorded "
                          f"val Hit@1 {_pct(p.get('hit1'))}, Hit@5 {_pct(p.get('hit5'))}, "
-                         f"Hit@10 {_pct(p.get('hit10'))}")
+                         f"Hit@10 {_pct(p.get('hit10'))}"
+                         + ("; trained with " + ", ".join(
+                             f"{k}={v:g}" for k, v in sorted(p["args"].items()))
+                            if p.get("args") else ""))
         out += [grid, table]
     lh = status.get("laneHealth")
     if lh:

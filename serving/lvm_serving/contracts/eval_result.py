@@ -23,6 +23,7 @@ what to do.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,9 @@ OVERALL_KEYS = ("n", "hit@1", "hit@5", "hit@10", "hit@5_proxy", "empty_hit_rate"
 
 #: What the operator keeps of a checkpoint's own training record (see :func:`provenance`).
 PROVENANCE_KEYS = ("hit@1", "hit@5", "hit@10")
+#: The training arguments kept (numbers only; the seed's ``args`` also hold paths and devices).
+PROVENANCE_ARGS = ("epochs", "batch_size", "accumulation_steps", "lr", "weight_decay",
+                   "alpha_infonce", "temperature", "min_length", "seed", "steps")
 
 
 def provenance(source_format: str, metrics: Mapping[str, Any],
@@ -50,6 +54,11 @@ def provenance(source_format: str, metrics: Mapping[str, Any],
     epoch = meta.get("epoch")
     if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
         out["epoch"] = epoch
+    args = meta.get("args") if isinstance(meta.get("args"), Mapping) else {}
+    kept = {k: args[k] for k in PROVENANCE_ARGS if isinstance(args.get(k), int | float)
+            and not isinstance(args.get(k), bool) and math.isfinite(args[k])}
+    if kept:
+        out["args"] = kept
     return out
 
 
