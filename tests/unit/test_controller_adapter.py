@@ -256,3 +256,17 @@ def test_the_router_refuses_contexts_no_routed_version_takes():
     bigger = served(RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=25),
                     candidate__contextLength=champ * 4)
     assert bigger.router.max_context == champ * 4
+
+
+def test_a_version_gets_the_gpus_its_replicas_ask_for_and_none_otherwise():
+    from lvm_serving.contracts.serve_config import render_applications
+
+    state = RolloutState(phase=Phase.PROGRESSING, current_step=0, candidate_weight=25)
+    app = served(state, candidate__replicas={"min": 1, "max": 4, "gpus": 0.25})
+    options = {a["deployments"][0]["name"]: a["deployments"][0].get("ray_actor_options")
+               for a in render_applications(app)[1:]}
+    assert options["phase2-500ctx"]["num_gpus"] == 0.25  # 4 replicas share one GPU
+    assert "num_gpus" not in options["phase1-baseline"]  # unset: Ray gives it none
+    # resources, not identity: asking for GPUs does not restart a finished rollout
+    assert adapter.identity(spec(candidate__replicas={"min": 1, "max": 4, "gpus": 0.25})) == \
+        adapter.identity(spec())

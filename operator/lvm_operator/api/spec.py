@@ -132,6 +132,14 @@ class ReplicaBounds(ApiModel):
         1, ge=0, le=1000, description="Fewest replicas (0 lets an idle version scale to zero)."
     )
     max: Int = Field(4, ge=1, le=1000, description="Most replicas.")
+    gpus: Float | None = Field(
+        None, ge=0, le=8,
+        description=(
+            "GPUs per replica (Ray's num_gpus; a fraction shares a GPU, e.g. 0.125 puts 8 "
+            "replicas on one). Unset or 0: the replica gets no GPU and the model runs on CPU "
+            "(Ray hides the node's GPUs from a replica that did not ask for one)."
+        ),
+    )
 
     cel_rules = (
         Rule(

@@ -216,17 +216,20 @@ class ServedVersion:
     min_replicas: int
     max_replicas: int
     context_known: bool = True  # False: a history entry that did not record its context length
+    gpus: float = 0.0  # per replica
 
     @classmethod
     def of(cls, mv: ModelVersion) -> ServedVersion:
         return cls(mv.version, mv.checkpoint, mv.sha256, str(mv.family), mv.context_length,
-                   mv.node_pool, mv.replicas.min, mv.replicas.max)
+                   mv.node_pool, mv.replicas.min, mv.replicas.max,
+                   gpus=float(mv.replicas.gpus or 0.0))
 
     @classmethod
-    def from_history(cls, h: HistoryEntry, bounds: tuple[int, int]) -> ServedVersion:
+    def from_history(cls, h: HistoryEntry, bounds: tuple[int, int],
+                     gpus: float = 0.0) -> ServedVersion:
         return cls(h.version, h.checkpoint, h.sha256, str(h.family or "memory_gru"),
                    h.context_length or 1, h.node_pool, bounds[0], bounds[1],
-                   context_known=h.context_length is not None)
+                   context_known=h.context_length is not None, gpus=gpus)
 
     def deployment(self, share_percent: float, *, floor: int | None = None) -> VersionSpec:
         lo = self.min_replicas if floor is None else floor
@@ -235,7 +238,7 @@ class ServedVersion:
         return VersionSpec(
             version=self.version, checkpoint=self.checkpoint, sha256=self.sha256,
             family=self.family, context_length=self.context_length, node_pool=self.node_pool,
-            replicas=replicas,
+            replicas=replicas, num_gpus=self.gpus,
         )
 
 
@@ -243,7 +246,8 @@ def known_versions(spec: LVMRolloutSpec, history: list[HistoryEntry] | None
                    ) -> dict[str, ServedVersion]:
     """Every version this rollout can serve, by name (the spec's win over history's)."""
     bounds = (spec.champion.replicas.min, spec.champion.replicas.max)
-    out = {h.version: ServedVersion.from_history(h, bounds) for h in history or []}
+    gpus = float(spec.champion.replicas.gpus or 0.0)  # a version from history runs as the champ
+    out = {h.version: ServedVersion.from_history(h, bounds, gpus) for h in history or []}
     out[spec.champion.version] = ServedVersion.of(spec.champion)
     if spec.candidate is not None:
         out[spec.candidate.version] = ServedVersion.of(spec.candidate)

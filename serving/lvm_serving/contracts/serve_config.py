@@ -99,6 +99,7 @@ class VersionSpec:
     node_pool: str | None = None  # Ray custom resource, e.g. "pool_a100"
     replicas: int = 1
     num_cpus: float = 0.5
+    num_gpus: float = 0.0  # per replica; 0: none (Ray then hides the node's GPUs from it)
 
     def build_args(self, concept_bank_uri: str, concept_bank_sha256: str | None) -> dict:
         return {
@@ -167,6 +168,8 @@ def render_applications(spec: AppSpec) -> list[dict]:
     apps = [router]
     for v in sorted(spec.versions, key=lambda v: v.version):
         actor_options: dict = {"num_cpus": v.num_cpus}
+        if v.num_gpus > 0:
+            actor_options["num_gpus"] = v.num_gpus
         if v.node_pool:
             actor_options["resources"] = {v.node_pool: POOL_RESOURCE_PER_REPLICA}
         apps.append({
