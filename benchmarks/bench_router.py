@@ -43,12 +43,15 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -88,12 +91,22 @@ def say(*parts, **kw) -> None:
     print(*parts, file=OUT, flush=True, **kw)
 
 
-def train(out: Path, family: str, ctx: int, d_model: int) -> dict:
+def train(out: Path, family: str, ctx: int, d_model: int, code: Path | None = None) -> dict:
+    """A checkpoint trained by this tree's code, or by the serving code unpacked at ``code``
+    (the 'before' code trains its own: its networks' state dicts are its own)."""
     argv = [sys.executable, "-m", "lvm_serving.train", "--family", family, "--context-length",
             str(ctx), "--out", str(out / family), "--d-model", str(d_model), "--steps", "5",
             "--eval-size", "16", "--threads", "1", "--version", family.replace("_", "-")]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900)
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900,
+                          env=env)
     return json.loads(proc.stdout)
+
+
+def train_before(zip_uri: str, out: Path, family: str, ctx: int, d_model: int) -> dict:
+    with zipfile.ZipFile(Path(urllib.parse.urlparse(zip_uri).path)) as z:
+        z.extractall(out / "code")
+    return train(out, family, ctx, d_model, code=out / "code" / "before")
 
 
 def forward_ms(info: dict, contexts: list[int], reps: int = 20) -> dict[int, float]:
@@ -137,13 +150,14 @@ def export_before(ref: str, into: Path) -> str | None:
     return path.as_uri()
 
 
-def deploy(dashboard: str, port: int, info: dict, family: str, old_code: str | None) -> dict:
+def deploy(dashboard: str, port: int, info: dict, family: str, old_code: str | None,
+           old_info: dict | None = None) -> dict:
     """Deploy both applications; returns {label: direct URL path} and the router paths."""
     env = {"env_vars": {"LVM_FEEDBACK_KEY": "bench-feedback-key-" + "0" * 32,
                         "OMP_NUM_THREADS": "1"}}
     base = info["version"]
 
-    def spec(app: str, suffixes, champion: str = base) -> AppSpec:
+    def spec(app: str, suffixes, champion: str = base, info: dict = info) -> AppSpec:
         versions = tuple(
             VersionSpec(version=base + s, checkpoint=info["checkpoint"]["uri"],
                         sha256=info["checkpoint"]["sha256"], family=family,
@@ -168,7 +182,7 @@ def deploy(dashboard: str, port: int, info: dict, family: str, old_code: str | N
             app["route_prefix"] = "/direct-inl"
         apps.append(app)
     if old_code is not None:
-        for app in render_applications(spec(OLD, [""])):
+        for app in render_applications(spec(OLD, [""], info=old_info or info)):
             app["runtime_env"] = {**env, "working_dir": old_code}
             if app["name"] != OLD:
                 app["route_prefix"] = "/direct-old"
@@ -339,6 +353,8 @@ def main() -> int:
         info = train(tmpdir / "ckpt", args.family, max(contexts), args.d_model)
         fwd = forward_ms(info, contexts)
         old_code = export_before(args.before_ref, tmpdir / "before") if args.before_ref else None
+        old_info = (train_before(old_code, tmpdir / "old", args.family, max(contexts),
+                                 args.d_model) if old_code else None)
         say(f"# bench_router: {args.family}, d_model={args.d_model}, trained in "
             f"{time.perf_counter() - t0:.0f}s; {args.requests} requests per cell, concurrency 1; "
             f"before = {args.before_ref or '-'}")
@@ -346,7 +362,8 @@ def main() -> int:
         stack = start_stack(tmpdir / "stack", components=("ray",))
         try:
             port = free_port()
-            deployed = deploy(stack.ray.dashboard_url, port, info, args.family, old_code)
+            deployed = deploy(stack.ray.dashboard_url, port, info, args.family, old_code,
+                              old_info)
             base = f"http://127.0.0.1:{port}"
             version = info["version"]
             client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64))
