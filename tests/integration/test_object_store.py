@@ -121,3 +121,12 @@ def test_replicas_on_one_node_download_once(s3, client, checkpoint, caplog):
     assert not errors and results == [digest] * 4
     fetches = [r for r in caplog.records if r.getMessage().startswith("fetching checkpoint")]
     assert len(fetches) == 1, [r.getMessage() for r in fetches]
+
+
+def test_the_local_store_takes_many_buckets(s3, client):
+    # Every SeaweedFS bucket is a collection that grows its own volumes (7 at a time): with too
+    # few volume slots the third bucket of a session was refused ("no free volumes left").
+    for i in range(6):
+        uri = s3.put(f"bucket-{i}", "k.bin", bytes([i]) * 1000)
+        assert uri == f"s3://bucket-{i}/k.bin"
+        assert s3.get(f"bucket-{i}", "k.bin") == bytes([i]) * 1000

@@ -163,3 +163,11 @@ def test_conditions_are_a_map_list(schema):
 def test_render_is_deterministic():
     assert crd.render_crd_yaml() == crd.render_crd_yaml()
     assert "&id" not in crd.render_crd_yaml()  # no YAML anchors
+
+
+def test_the_crd_uses_no_schema_keyword_kubernetes_forbids():
+    # a pydantic dict with a constrained key type renders patternProperties, which the
+    # apiserver refuses for the whole CRD ("patternProperties is not supported")
+    text = (Path(__file__).resolve().parents[2] / "crds" / "lvmrollout.yaml").read_text()
+    for keyword in ("patternProperties", "$ref", "definitions", "dependencies", "uniqueItems"):
+        assert keyword not in text, keyword

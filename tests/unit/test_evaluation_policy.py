@@ -287,6 +287,9 @@ def test_result_from_output_keeps_numbers_and_errors():
      {"source": "lvm-rollout-checkpoint/1", "hit5": 0.91}),
     # an odd record is left out; the evaluation itself still counts
     ({"source": "seed", "epoch": -3}, None),
+    # argument names outside the contract's list never reach status
+    ({"source": "seed", "args": {"lr": 0.01, "<script>" * 20: 1.0}},
+     {"source": "seed", "args": {"lr": 0.01}}),
     ({"source": "a b c <script>"}, None),
     ("not a mapping", None),
 ])

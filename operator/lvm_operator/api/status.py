@@ -48,9 +48,6 @@ class ConditionStatus(StrEnum):
 
 
 Text = Annotated[str, StringConstraints(max_length=1024)]
-#: A training argument's name (from a checkpoint's record).
-ProvenanceArg = Annotated[str, StringConstraints(min_length=1, max_length=63,
-                                                 pattern=r"^[a-z][a-z0-9_]*$")]
 #: A checkpoint format name ("seed", "lvm-rollout-checkpoint/1", "safetensors/1").
 FormatName = Annotated[str, StringConstraints(min_length=1, max_length=63,
                                               pattern=r"^[A-Za-z0-9._/-]+$")]
@@ -317,7 +314,7 @@ class Provenance(ApiModel):
     hit1: Ratio | None = Field(None, description="Recorded validation Hit@1.")
     hit5: Ratio | None = Field(None, description="Recorded validation Hit@5.")
     hit10: Ratio | None = Field(None, description="Recorded validation Hit@10.")
-    args: dict[ProvenanceArg, Float] | None = Field(
+    args: dict[str, Float] | None = Field(
         None, max_length=len(PROVENANCE_ARGS),
         description="Numeric training arguments it records (epochs, lr, min_length, seed...).")
 

@@ -73,8 +73,9 @@ class SeaweedS3:
         argv = [
             str(self.binary), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
             f"-master.port={master}", f"-master.port.grpc={master_grpc}",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=8",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=64",  # small, sparse volumes
+            # each bucket is a collection that grows 7 volumes at once: room for ~30 buckets
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=200",
             "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",

@@ -112,6 +112,16 @@ def result_from_output(purpose: EvalPurpose, subject: Subject, ev: Evaluation,
     )
 
 
+def _known_args(raw: Any) -> dict[str, float] | None:
+    """The contract's training arguments only (keys from a fixed list: bounded by construction)."""
+    if not isinstance(raw, Mapping):
+        return None
+    out = {k: float(raw[k]) for k in eval_result.PROVENANCE_ARGS
+           if isinstance(raw.get(k), int | float) and not isinstance(raw.get(k), bool)
+           and math.isfinite(raw[k])}
+    return out or None
+
+
 def _provenance(raw: Any) -> Provenance | None:
     """The checkpoint's recorded training numbers, when the evaluator reported usable ones."""
     if not isinstance(raw, Mapping):
@@ -120,7 +130,7 @@ def _provenance(raw: Any) -> Provenance | None:
         return Provenance(source=raw.get("source") or "unknown",
                           epoch=raw.get("epoch"), hit1=_ratio(raw.get("hit@1")),
                           hit5=_ratio(raw.get("hit@5")), hit10=_ratio(raw.get("hit@10")),
-                          args=raw.get("args") or None)
+                          args=_known_args(raw.get("args")))
     except (ValueError, TypeError):  # an odd record is left out, never a failed evaluation
         return None
 
