@@ -104,6 +104,7 @@ class FeedbackClaims:
     issued_at: int
     expires_at: int
     pinned: bool = False  # the answer was pinned to its version by x-lvm-version (QA)
+    user: str | None = None  # a pseudonym of the request's user key (never the key itself)
 
 
 class TokenSigner:
@@ -116,8 +117,17 @@ class TokenSigner:
     def _mac(self, key: bytes, body: str) -> bytes:
         return hmac.new(key, body.encode("ascii"), hashlib.sha256).digest()
 
+    def user_pseudonym(self, user_key: Any) -> str | None:
+        """A stable, keyed pseudonym of a user key (the same on every replica; it reveals
+        nothing of the key), or None without one."""
+        if user_key is None or user_key == "":
+            return None
+        mac = hmac.new(self.keys[0], b"user\x00" + str(user_key).encode("utf-8"),
+                       hashlib.sha256).digest()
+        return _b64e(mac[:12])
+
     def sign(self, *, rollout: str, version: str, lane: int, ids: Any, vector: Any,
-             now: float | None = None, pinned: bool = False) -> str:
+             now: float | None = None, pinned: bool = False, user: Any = None) -> str:
         issued = int(time.time() if now is None else now)
         payload = {
             "r": rollout, "v": version, "l": int(lane),
@@ -127,6 +137,9 @@ class TokenSigner:
         }
         if pinned:  # signed like every claim: a client cannot turn QA feedback into judged
             payload["p"] = 1
+        pseudonym = self.user_pseudonym(user)
+        if pseudonym is not None:  # whose click this will be: per-user caps count it
+            payload["u"] = pseudonym
         body = _b64e(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         return f"{body}.{_b64e(self._mac(self.keys[0], body))}"
 
@@ -150,6 +163,7 @@ class TokenSigner:
                 rollout=str(p["r"]), version=str(p["v"]), lane=int(p["l"]),
                 ids=[int(i) for i in p["ids"]], vector=dequantize(p["q"]),
                 issued_at=int(p["iat"]), expires_at=int(p["exp"]), pinned=p.get("p") == 1,
+                user=p["u"] if isinstance(p.get("u"), str) and len(p["u"]) <= 32 else None,
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise TokenError(f"malformed feedback token payload: {exc}", 400) from None

@@ -16,6 +16,13 @@ vouched for and is refused as well. After a Ray restart, tokens from before it a
 
 Keys expire with the tokens: ``seen/<rollout>/<hour of expiry>/<token id>``; buckets whose hour
 has passed are deleted by prefix, at most once a minute per replica.
+
+**Per-user caps** (:meth:`RayKVReplayGuard.claim_user_slot`): one user (the pseudonym a token
+carries) counts at most ``cap`` feedback events per version and hour, so a few deliberate
+clickers cannot outweigh the other users' evidence. The store has no atomic counter, so the cap is
+``cap`` put-if-absent slots ``cap/<rollout>/<hour>/<version>/<user>/<i>``: a feedback event takes
+the first free slot (two replicas racing for one slot: one wins, the other tries the next).
+A past hour's slots are deleted by prefix with the seen-set's buckets.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ class ReplayGuard(Protocol):
 
     def first_use(self, rollout: str, token_id: str, expires_at: int) -> bool:
         """True exactly once per token: when this call recorded it."""
+        ...
+
+    def claim_user_slot(self, rollout: str, version: str, user: str, cap: int) -> bool:
+        """True while ``user`` has counted fewer than ``cap`` events this hour (and takes one)."""
         ...
 
 
@@ -58,12 +69,32 @@ class RayKVReplayGuard:
         self._swept_at = 0.0
         self._swept_buckets: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._next_slot: dict[str, int] = {}  # a hint per user and hour: skip slots known taken
 
     def first_use(self, rollout: str, token_id: str, expires_at: int) -> bool:
         existed = self._kv._internal_kv_put(_seen_key(rollout, token_id, expires_at), b"1",
                                             overwrite=False, namespace=NAMESPACE)
         self._sweep(rollout)
         return not existed
+
+    def claim_user_slot(self, rollout: str, version: str, user: str, cap: int,
+                        now: float | None = None) -> bool:
+        hour = int(time.time() if now is None else now) // BUCKET_S
+        prefix = f"cap/{rollout}/{hour}/{version}/{user}/"
+        with self._lock:
+            start = self._next_slot.get(prefix, 0)
+        for i in range(start, cap):
+            existed = self._kv._internal_kv_put(f"{prefix}{i}", b"1", overwrite=False,
+                                                namespace=NAMESPACE)
+            if not existed:
+                with self._lock:
+                    if len(self._next_slot) > 100_000:  # a bounded hint, never a limit
+                        self._next_slot.clear()
+                    self._next_slot[prefix] = i + 1
+                return True
+        with self._lock:
+            self._next_slot[prefix] = cap
+        return False
 
     def _sweep(self, rollout: str) -> None:
         now = time.time()
@@ -76,5 +107,7 @@ class RayKVReplayGuard:
             self._swept_buckets[rollout] = current
         for bucket in range(start, current):  # every hour of expiry that has fully passed
             self._kv._internal_kv_del(f"seen/{rollout}/{bucket}/", del_by_prefix=True,
+                                      namespace=NAMESPACE)
+            self._kv._internal_kv_del(f"cap/{rollout}/{bucket}/", del_by_prefix=True,
                                       namespace=NAMESPACE)
 

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 
 from lvm_serving.contracts import metrics as mc
 from lvm_serving.contracts.serve_config import (
+    FEEDBACK_PER_USER_PER_HOUR,
     ROUTER_REQUEST_TIMEOUT_S,
     RouterConfig,
     version_app_name,
@@ -94,6 +95,7 @@ class Router:
         if self.key_problem:
             logger.error("feedback disabled: %s", self.key_problem)
         self.guard = RayKVReplayGuard() if self.signer is not None else None
+        self.user_cap = int(args.get("feedback_per_user_per_hour", FEEDBACK_PER_USER_PER_HOUR))
         self.timeout_s = float(args.get("request_timeout_s", ROUTER_REQUEST_TIMEOUT_S))
         self.config: RouterConfig | None = None
         self.handles: dict[str, Any] = {}
@@ -260,7 +262,7 @@ class Router:
         vector = out["vector"]
         token = None if self.signer is None else self.signer.sign(
             rollout=config.rollout, version=out["version"], lane=req.lane,
-            ids=ids[:TOKEN_K].tolist(), vector=vector, pinned=pinned)
+            ids=ids[:TOKEN_K].tolist(), vector=vector, pinned=pinned, user=req.user_key)
         answer: dict[str, Any] = {"concepts": concepts, "version": out["version"],
                                   "lane": req.lane, "rollout": config.rollout,
                                   "feedback_token": token}
@@ -326,6 +328,12 @@ class Router:
             self._rejected(claims.rollout, mc.FeedbackRejection.REPLAY, claims.version)
             return error(409, "replay", "feedback token already used: each prediction's "
                          "feedback counts once")
+        if claims.user is not None and not await asyncio.to_thread(
+                self.guard.claim_user_slot, claims.rollout, claims.version, claims.user,
+                self.user_cap):
+            self._rejected(claims.rollout, mc.FeedbackRejection.USER_CAP, claims.version)
+            return error(429, "user_cap", f"this user's feedback for {claims.version} is at its "
+                         f"cap of {self.user_cap} per hour: further clicks are not counted")
         result = {k: bool(v[0]) for k, v in
                   hits(claims.vector[None], np.asarray(claims.ids)[None], [clicked],
                        clicked_vec).items()}

@@ -617,3 +617,33 @@ def test_metrics_reach_prometheus_with_the_contract_labels(served, prometheus):
         assert set(metric.labels) <= set(labels), (metric.name, labels)
         assert labels["__name__"].startswith(mc.RAY_PREFIX + metric.name)
 
+
+
+def test_one_user_counts_at_most_the_cap_per_version_and_hour(served):
+    """Deliberate clicks: one user's tokens count at most FEEDBACK_PER_USER_PER_HOUR times per
+    version and hour (across router replicas: the slots are in Ray's GCS store); more are 429
+    and counted as rejected; other users and anonymous requests are not affected."""
+    import time
+    import uuid
+
+    from lvm_serving.contracts.serve_config import FEEDBACK_PER_USER_PER_HOUR as CAP
+
+    served.apply(candidate=None, router_replicas=2)
+    url = f"{served.base}/feedback"
+
+    def click(user: str | None, seed: int) -> httpx.Response:
+        body = served.predict(lane=2, user=user, seed=seed).json()
+        return served.client.post(url, json={"token": body["feedback_token"],
+                                             "clicked_concept_id": body["concepts"][0]["id"]})
+
+    for _ in range(2):  # a run that crossed an hour boundary starts a new hour's count: redo
+        started = int(time.time()) // 3600
+        clicker = f"clicker-{uuid.uuid4().hex[:8]}"
+        codes = [click(clicker, i).status_code for i in range(CAP + 5)]
+        if int(time.time()) // 3600 == started:
+            break
+    assert codes.count(200) == CAP and codes[CAP:] == [429] * 5, codes
+    last = click(clicker, 999)
+    assert last.status_code == 429 and f"cap of {CAP} per hour" in last.json()["error"]
+    assert click(f"someone-else-{uuid.uuid4().hex[:8]}", 1).status_code == 200
+    assert click(None, 2).status_code == 200  # no user key: nothing to cap by

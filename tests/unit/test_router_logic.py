@@ -369,3 +369,15 @@ def test_bad_requests_name_the_problem(data, needle):
     with pytest.raises(BadRequest, match=needle.replace("(", r"\(")) as exc:
         parse_predict_request(data, dim=D, max_context=10)
     assert exc.value.status == 400
+
+
+def test_a_token_carries_a_keyed_pseudonym_of_its_user_never_the_key():
+    a, b = TokenSigner([b"k" * 32]), TokenSigner([b"z" * 32])
+    t = a.sign(rollout="ml/x", version="v2", lane=1, ids=[1, 2], vector=np.ones(8),
+               user="alice@example.com")
+    claims = a.verify(t)
+    assert claims.user == a.user_pseudonym("alice@example.com")
+    assert claims.user != b.user_pseudonym("alice@example.com")  # keyed: not guessable
+    assert "alice" not in t and claims.user != a.user_pseudonym("bob")
+    anon = a.verify(a.sign(rollout="ml/x", version="v2", lane=1, ids=[1], vector=np.ones(8)))
+    assert anon.user is None and a.user_pseudonym("") is None

@@ -101,6 +101,7 @@ class FeedbackRejection(StrEnum):
     INVALID = "invalid"  # malformed, forged or tampered with: 400/403
     EXPIRED = "expired"  # past its lifetime: 403
     NO_KEY = "no_key"  # the router has no signing key: 503
+    USER_CAP = "user_cap"  # the user's feedback for this version this hour is at its cap: 429
 
 
 # Errors that count against a version in the error-rate guardrail (bad input is the client's).

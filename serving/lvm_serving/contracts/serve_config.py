@@ -34,6 +34,9 @@ ALLOW_FAULT_INJECTION_ENV = "LVM_ALLOW_FAULT_INJECTION"
 #: URI schemes of artifacts (checkpoints, concept banks, eval sets) the serving side fetches from
 #: object storage (lvm_serving.remote); besides them: file:///path and absolute paths.
 REMOTE_URI_SCHEMES = ("s3", "gs", "https")
+#: The most feedback events one user (the pseudonym its tokens carry) counts per version and
+#: hour; more are answered 429 and not counted (router arg ``feedback_per_user_per_hour``).
+FEEDBACK_PER_USER_PER_HOUR = 60
 #: How long the router waits for a version's answer unless its args say otherwise
 #: (``request_timeout_s``, from ``spec.routing.requestTimeout``).
 ROUTER_REQUEST_TIMEOUT_S = 30.0
