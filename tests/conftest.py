@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import node_env
 
 from lvm_operator.devstack.control_plane import ControlPlane, start_control_plane
 from lvm_operator.devstack.object_store import SeaweedS3
@@ -132,7 +131,7 @@ def object_store(run_dir) -> Iterator[SeaweedS3]:
 
 @pytest.fixture(scope="session")
 def ray_cluster(run_dir, object_store) -> Iterator[RayCluster]:
-    cluster = start_ray_cluster(run_dir / "ray", extra_env=node_env(object_store, run_dir))
+    cluster = start_ray_cluster(run_dir / "ray", extra_env=object_store.node_env(run_dir))
     try:
         yield cluster
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from lvm_operator.devstack.prometheus import PrometheusServer
 from lvm_operator.devstack.stack import wait_for
@@ -52,9 +51,3 @@ def kstatus(obj: dict) -> str:
     if conditions.get("Stalled") == "True":
         return "Failed"
     return "Current"
-
-
-def node_env(object_store, run_dir: Path) -> dict[str, str]:
-    """What a serving node (a Ray node, an operator's evaluator) needs to read artifacts from
-    the session's object store: its AWS_* environment and a node cache of its own."""
-    return {**object_store.client_env(), "LVM_ARTIFACT_CACHE": str(run_dir / "artifact-cache")}

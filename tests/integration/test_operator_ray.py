@@ -357,7 +357,6 @@ def test_the_phase2_canary_layout_runs_from_the_object_store(
 
     import numpy as np
     import yaml
-    from helpers import node_env
 
     kube.kubectl("apply", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
     ns = kube.new_namespace("ray-s3")
@@ -395,7 +394,7 @@ def test_the_phase2_canary_layout_runs_from_the_object_store(
                         scope=("--namespace", ns),
                         extra_env={"LVM_RAY_SERVE_HTTP_HOST": "127.0.0.1",
                                    "LVM_RAY_SERVE_HTTP_PORT": str(serve_http_port),
-                                   **node_env(object_store, run_dir)})
+                                   **object_store.node_env(run_dir)})
     ray = RayDashboardBackend(ray_cluster.dashboard_url)
 
     def status() -> dict:

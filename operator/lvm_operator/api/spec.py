@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from lvm_serving.contracts.serve_config import REMOTE_URI_SCHEMES
+
 from ..decision.model import InconclusiveAction, Judge
 from .base import ApiModel, Bool, Float, Int, Rule
 from .durations import (
@@ -37,13 +39,14 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: file:///abs/path, an absolute path on a mounted volume, or object storage (REMOTE_URI_SCHEMES).
 URI_PATTERN = (r"^(file:///|s3://[a-z0-9][-a-z0-9.]*[a-z0-9]/|gs://[a-z0-9][-a-z0-9._]*[a-z0-9]/"
                r"|https://[^\s/@]+/|/)[^\s]+$")
-#: A CEL test of a ``uri`` that is fetched from object storage (its sha256 is then required).
-_REMOTE_CEL = ("self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || "
-               "self.uri.startsWith('https://')")
+#: The prefixes of artifacts fetched from object storage (serving's contract), and the same test
+#: in CEL: such an artifact's sha256 is required.
+_REMOTE_PREFIXES = tuple(f"{scheme}://" for scheme in REMOTE_URI_SCHEMES)
+_REMOTE_CEL = " || ".join(f"self.uri.startsWith('{p}')" for p in _REMOTE_PREFIXES)
 
 
 def _is_remote(uri: str) -> bool:
-    return uri.startswith(("s3://", "gs://", "https://"))
+    return uri.startswith(_REMOTE_PREFIXES)
 
 
 def _remote_needs_sha256(what: str) -> Rule:

@@ -49,6 +49,11 @@ class SeaweedS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
+    def node_env(self, run_dir: Path) -> dict[str, str]:
+        """What a serving node (a Ray node, an operator's evaluator) needs to read artifacts
+        from this store: its client environment and a node cache under ``run_dir``."""
+        return {**self.client_env(), "LVM_ARTIFACT_CACHE": str(run_dir / "artifact-cache")}
+
     def client_env(self) -> dict[str, str]:
         """The standard S3 client environment for this store."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,

@@ -62,10 +62,7 @@ class Stack:
 
     def node_env(self) -> dict[str, str]:
         """What reads artifacts from the stack's object store (Ray nodes, evaluators)."""
-        if not self.object_store:
-            return {}
-        return {**self.object_store.client_env(),
-                "LVM_ARTIFACT_CACHE": str(self.run_dir / "artifact-cache")}
+        return self.object_store.node_env(self.run_dir) if self.object_store else {}
 
     def endpoints(self) -> dict[str, str]:
         out = {"run_dir": str(self.run_dir)}
